@@ -1,0 +1,169 @@
+"""Saving and safely loading checkpoints.
+
+A training checkpoint is a dict of tensors and plain Python values, so it loads with
+``torch.load(..., weights_only=True)``: nothing in it can run code. Loading never unpickles
+arbitrary objects, and every way a file can be wrong (missing, truncated, a pickle that wants to run
+code, another architecture or class count) raises :class:`CheckpointError` naming the file and the
+problem.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ferkit.data import class_mapping, class_names
+from ferkit.model import FerResNet18, create_model
+
+FORMAT = "ferkit-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used."""
+
+
+def save_atomic(obj: dict[str, Any], path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file, then rename: an interrupted save leaves the old file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def make_checkpoint(
+    model: FerResNet18,
+    *,
+    epoch: int,
+    val_accuracy: float,
+    config: dict[str, Any],
+    optimizer_state: dict | None = None,
+    scheduler_state: dict | None = None,
+    half: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Everything needed to rebuild, evaluate and resume a model, as weights-only-loadable values.
+
+    ``half`` stores floating-point weights as fp16 (a compact, inference-only copy).
+    """
+    state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu()
+             for k, v in model.state_dict().items()}
+    ckpt: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model_config": {"arch": "resnet18", "num_classes": model.num_classes,
+                         "in_channels": model.in_channels, "stem": model.stem},
+        "model_state_dict": state,
+        "epoch": int(epoch),
+        "val_accuracy": float(val_accuracy),
+        "class_names": list(class_names(model.num_classes)),
+        "class_mapping": class_mapping(model.num_classes),
+        "config": config,
+    }
+    if optimizer_state is not None:
+        ckpt["optimizer_state_dict"] = optimizer_state
+    if scheduler_state is not None:
+        ckpt["scheduler_state_dict"] = scheduler_state
+    ckpt.update(extra or {})
+    return ckpt
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True`` and check that it is a ferkit ResNet-18.
+
+    A bare state dict (e.g. saved with ``torch.save(model.state_dict())``) is accepted too: its
+    class count and stem are read off the weights' shapes.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if not (magic.startswith(b"PK\x03\x04") or magic.startswith(b"\x80")):  # torch's zip format, or a raw pickle
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (unrecognized file header {magic!r})")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0][:200]
+        raise CheckpointError(
+            f"{path}: refused: the file holds objects that only a full unpickle (code execution) could "
+            f"load, and ferkit loads weights only ({first})"
+        ) from None
+    except Exception as e:  # torch.load fails in many ways (RuntimeError, KeyError, EOFError...) on bad bytes
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint; truncated or corrupt? ({first})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a dict, found {type(obj).__name__}")
+    if "model_state_dict" not in obj:
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            obj = {"model_state_dict": obj}
+        else:
+            raise CheckpointError(f"{path}: no 'model_state_dict' (keys: {sorted(map(str, obj))[:10]})")
+    state = obj["model_state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: 'model_state_dict' is not a dict of tensors")
+    cfg = obj.get("model_config") or _infer_model_config(path, state)
+    if cfg.get("arch", "resnet18") != "resnet18":
+        raise CheckpointError(f"{path}: architecture {cfg.get('arch')!r}, ferkit runs 'resnet18'")
+    obj["model_config"] = cfg
+    obj.setdefault("class_names", list(class_names(cfg["num_classes"])) if cfg["num_classes"] in (4, 7) else [])
+    if len(obj["class_names"]) != cfg["num_classes"]:
+        raise CheckpointError(
+            f"{path}: {cfg['num_classes']} outputs but {len(obj['class_names'])} class names"
+        )
+    return obj
+
+
+def _infer_model_config(path: Path, state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    if "fc.weight" not in state or "conv1.weight" not in state:
+        raise CheckpointError(f"{path}: not a ResNet-18 state dict (no conv1.weight / fc.weight)")
+    conv1 = state["conv1.weight"]
+    return {"arch": "resnet18", "num_classes": int(state["fc.weight"].shape[0]),
+            "in_channels": int(conv1.shape[1]), "stem": "imagenet" if conv1.shape[-1] == 7 else "cifar"}
+
+
+def model_from_checkpoint(
+    ckpt: dict[str, Any], path: str | os.PathLike = "<checkpoint>", num_classes: int | None = None
+) -> FerResNet18:
+    """Build the model a loaded checkpoint describes and load its weights (as fp32).
+
+    ``num_classes``, if given, must match the checkpoint: a 7-class file where a 4-class model is
+    expected is an error, not a silent mismatch.
+    """
+    cfg = ckpt["model_config"]
+    if num_classes is not None and cfg["num_classes"] != num_classes:
+        raise CheckpointError(f"{path}: a {cfg['num_classes']}-class model, expected {num_classes} classes")
+    if cfg.get("in_channels", 1) != 1:
+        raise CheckpointError(f"{path}: the model takes {cfg['in_channels']} input channels, ferkit feeds 1")
+    try:
+        model = create_model(cfg["num_classes"], stem=cfg.get("stem", "imagenet"))
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["model_state_dict"].items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[:400]
+        raise CheckpointError(f"{path}: weights do not fit a ferkit ResNet-18 ({detail})") from None
+    return model
+
+
+def export_weights(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """A compact inference copy of a checkpoint: fp16 weights and metadata, no optimizer state."""
+    ckpt = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(ckpt, checkpoint)
+    keep = {k: ckpt[k] for k in ("test_metrics",) if k in ckpt}
+    save_atomic(make_checkpoint(model, epoch=ckpt.get("epoch", 0), val_accuracy=ckpt.get("val_accuracy", 0.0),
+                                config=ckpt.get("config", {}), half=True, extra=keep), out)
+    return Path(out)

@@ -1,0 +1,73 @@
+"""The ``ferkit`` command: one subcommand per stage, each a thin call into the package.
+
+    ferkit train     [--recipe seed] --data fer2013.csv.gz --out models/
+    ferkit evaluate  --checkpoint models/fer_resnet18_best.pth --data fer2013.csv.gz [--split PrivateTest]
+    ferkit image     [PATH ...] [--out annotated.jpg]
+    ferkit webcam    [--camera 0]
+    ferkit export    CHECKPOINT --weights OUT.pt     # fp16 weights-only copy for inference
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ferkit.checkpoint import CheckpointError
+from ferkit.data import DataError
+
+
+def evaluate_main(argv: list[str] | None = None) -> int:
+    from ferkit.evaluation import evaluate_checkpoint, format_report
+
+    parser = argparse.ArgumentParser(prog="ferkit evaluate", description="Score a checkpoint on FER2013.")
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--data", required=True, help="fer2013.csv, fer2013.csv.gz or .npz")
+    parser.add_argument("--split", default="PrivateTest", help="PrivateTest (default), PublicTest or Training")
+    parser.add_argument("--out", help="folder for confusion_matrix.png, classification_report.txt, metrics.json")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--skip-bad-rows", action="store_true")
+    args = parser.parse_args(argv)
+    record = evaluate_checkpoint(args.checkpoint, args.data, args.split, args.out, args.device,
+                                 skip_bad_rows=args.skip_bad_rows)
+    print(format_report(record, f"{args.checkpoint} on {record['split']}"))
+    if args.out:
+        print(f"reports written to {args.out}")
+    return 0
+
+
+def export_main(argv: list[str] | None = None) -> int:
+    from ferkit.checkpoint import export_weights
+
+    parser = argparse.ArgumentParser(prog="ferkit export", description="Export a checkpoint for inference.")
+    parser.add_argument("checkpoint")
+    parser.add_argument("--weights", required=True, help="output: fp16 weights and metadata, no optimizer state")
+    args = parser.parse_args(argv)
+    out = export_weights(args.checkpoint, args.weights)
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
+    return 0
+
+
+def _commands():
+    from ferkit.demos import image_main, webcam_main
+    from ferkit.train import main as train_main
+
+    return {"train": train_main, "evaluate": evaluate_main, "image": image_main, "webcam": webcam_main,
+            "export": export_main}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ferkit`` console script; bad input ends with a one-line error, exit 2."""
+    argv = sys.argv[1:] if argv is None else argv
+    commands = _commands()
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
+        print(__doc__.strip(), file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    try:
+        return commands[argv[0]](argv[1:])
+    except (DataError, CheckpointError, FileNotFoundError, ValueError, TypeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,100 @@
+"""ResNet-18 for 48x48 grayscale faces, from random initialization.
+
+Parameter names follow torchvision's ``resnet18`` (``conv1``, ``bn1``, ``layer1.0.conv1``, ...,
+``layer2.0.downsample.0``, ``fc``) so a state dict loads into ``torchvision.models.resnet18(
+num_classes=N)`` once its ``conv1`` takes one channel. The ``imagenet`` stem (7x7 stride-2 conv and
+max-pool) is the seed recipe's; the ``cifar`` stem (3x3 stride-1 conv, no pool) keeps more
+resolution for 48x48 inputs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+STEMS = ("imagenet", "cifar")
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = None
+        if stride != 1 or in_planes != planes:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class FerResNet18(nn.Module):
+    """ResNet-18 (2-2-2-2 basic blocks) taking (B, in_channels, 48, 48) and returning logits."""
+
+    def __init__(self, num_classes: int = 4, in_channels: int = 1, stem: str = "imagenet") -> None:
+        super().__init__()
+        if stem not in STEMS:
+            raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
+        self.num_classes, self.in_channels, self.stem = num_classes, in_channels, stem
+        if stem == "imagenet":
+            self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+            self.maxpool: nn.Module = nn.MaxPool2d(3, 2, 1)
+        else:
+            self.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
+            self.maxpool = nn.Identity()
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.layer1 = self._make_layer(64, 64, 1)
+        self.layer2 = self._make_layer(64, 128, 2)
+        self.layer3 = self._make_layer(128, 256, 2)
+        self.layer4 = self._make_layer(256, 512, 2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(512, num_classes)
+        self._init_weights()
+
+    @staticmethod
+    def _make_layer(in_planes: int, planes: int, stride: int) -> nn.Sequential:
+        return nn.Sequential(BasicBlock(in_planes, planes, stride), BasicBlock(planes, planes, 1))
+
+    def _init_weights(self) -> None:
+        # torchvision's initialization: He-normal convs, unit BN scale, zero BN shift.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def create_model(num_classes: int = 4, stem: str = "imagenet", in_channels: int = 1) -> FerResNet18:
+    """A randomly initialized ResNet-18 for FER (never pretrained)."""
+    return FerResNet18(num_classes=num_classes, in_channels=in_channels, stem=stem)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when available, else the CPU; anything else is passed to ``torch.device``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return dev

@@ -1,0 +1,81 @@
+"""Shared fixtures: small synthetic FER2013 files, a private data cache, tiny checkpoints."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ferkit.checkpoint import make_checkpoint, save_atomic
+from ferkit.model import create_model
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+REAL_CSV = SHARED / "data" / "fer2013.csv.gz"
+REAL_PHOTOS = SHARED / "photos"
+needs_real_data = pytest.mark.skipif(not REAL_CSV.is_file(), reason=f"real FER2013 not found at {REAL_CSV}")
+
+SPLIT_SIZES = {"Training": 96, "PublicTest": 32, "PrivateTest": 32}
+
+
+def synthetic_rows(sizes: dict[str, int] = SPLIT_SIZES, seed: int = 0) -> list[str]:
+    """CSV lines (header first): labels cycle 0-6; each class has its own brightness pattern."""
+    rng = np.random.default_rng(seed)
+    lines = ["emotion,pixels,Usage"]
+    i = 0
+    for usage, n in sizes.items():
+        for _ in range(n):
+            label = i % 7
+            img = rng.integers(0, 60, size=(48, 48)) + 25 * label
+            img[label * 6 : label * 6 + 6, :] = 255  # a class-specific bright band
+            lines.append(f"{label},{' '.join(map(str, img.clip(0, 255).ravel()))},{usage}")
+            i += 1
+    return lines
+
+
+def write_csv(path: Path, lines: list[str]) -> Path:
+    text = "\n".join(lines) + "\n"
+    if path.suffix == ".gz":
+        with gzip.open(path, "wt") as f:
+            f.write(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """Each test gets its own empty data cache, never the user's."""
+    monkeypatch.setenv("FERKIT_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture
+def fer_csv(tmp_path) -> Path:
+    return write_csv(tmp_path / "fer2013.csv", synthetic_rows())
+
+
+@pytest.fixture(scope="session")
+def random_checkpoint(tmp_path_factory) -> Path:
+    """A 4-class checkpoint with random weights (fast; predictions are meaningless)."""
+    import torch
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "random4.pth"
+    save_atomic(make_checkpoint(create_model(4), epoch=0, val_accuracy=0.0, config={"recipe": "test"}), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def face_image() -> np.ndarray:
+    """A synthetic 640x480 scene with one real face: the bundled public-domain astronaut portrait,
+    shrunk and pasted onto a noise background."""
+    import cv2
+
+    from ferkit.demos import EXAMPLES_DIR
+
+    portrait = cv2.imread(str(EXAMPLES_DIR / "astronaut.png"))
+    face = cv2.resize(portrait[20:260, 120:330], (210, 240))
+    scene = np.random.default_rng(0).integers(90, 140, size=(480, 640, 3)).astype(np.uint8)
+    scene[120:360, 215:425] = face
+    return scene

@@ -1,0 +1,79 @@
+import pytest
+import torch
+from torch import nn
+
+from ferkit.model import count_parameters, create_model
+
+
+@pytest.mark.parametrize("stem, classes", [("imagenet", 4), ("cifar", 7)])
+def test_shapes(stem, classes):
+    model = create_model(classes, stem=stem).eval()
+    assert model(torch.rand(3, 1, 48, 48)).shape == (3, classes)
+
+
+def test_parameter_count():
+    assert count_parameters(create_model(4)) == 11_172_292  # "about 11.17M"
+    assert count_parameters(create_model(7)) == 11_172_292 + 3 * 513
+
+
+class _RefBlock(nn.Module):
+    """torchvision.models.resnet.BasicBlock, written out independently of ferkit."""
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class _RefResNet18(nn.Module):
+    """torchvision.models.resnet18(num_classes=N) with a 1-channel conv1: the layout to match."""
+
+    def __init__(self, num_classes):
+        super().__init__()
+        self.inplanes = 64
+        self.conv1 = nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.layer1 = self._make_layer(64, 1)
+        self.layer2 = self._make_layer(128, 2)
+        self.layer3 = self._make_layer(256, 2)
+        self.layer4 = self._make_layer(512, 2)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512, num_classes)
+
+    def _make_layer(self, planes, stride):
+        downsample = None
+        if stride != 1 or self.inplanes != planes:
+            downsample = nn.Sequential(nn.Conv2d(self.inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+        layers = [_RefBlock(self.inplanes, planes, stride, downsample), _RefBlock(planes, planes)]
+        self.inplanes = planes
+        return nn.Sequential(*layers)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def test_torchvision_layout_loads_both_ways():
+    ours = create_model(4).eval()
+    ref = _RefResNet18(4).eval()
+    ref.load_state_dict(ours.state_dict(), strict=True)
+    x = torch.rand(2, 1, 48, 48)
+    torch.testing.assert_close(ref(x), ours(x))
+    assert list(ref.state_dict()) == list(ours.state_dict())
+    assert "layer2.0.downsample.0.weight" in ours.state_dict() and "fc.bias" in ours.state_dict()
+
+
+def test_unknown_stem():
+    with pytest.raises(ValueError, match="stem"):
+        create_model(4, stem="vgg")
