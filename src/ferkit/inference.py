@@ -80,7 +80,9 @@ def _haar_cascade() -> cv2.CascadeClassifier:
 
 def detect_faces(frame: np.ndarray, min_size: int = 30) -> list[Box]:
     """All frontal faces OpenCV's Haar cascade finds, as ``(x, y, w, h)``, largest first."""
-    found = _haar_cascade().detectMultiScale(to_gray(frame), scaleFactor=1.1, minNeighbors=5, minSize=(min_size, min_size))
+    found = _haar_cascade().detectMultiScale(
+        to_gray(frame), scaleFactor=1.1, minNeighbors=5, minSize=(min_size, min_size)
+    )
     boxes = [tuple(int(v) for v in b) for b in found]
     return sorted(boxes, key=lambda b: -b[2] * b[3])
 
