@@ -1,14 +1,17 @@
-"""Training-time augmentation, batched: one random affine transform per image, applied to the
-whole batch at once with ``affine_grid``/``grid_sample`` on whatever device the batch lives on.
+"""Training-time augmentation, batched: every function takes a whole float batch (B, C, H, W) and
+transforms it on whatever device it lives on, drawing its random numbers from one generator.
 
-The seed recipe's flip (p 0.5), rotation (+-10 degrees) and random crop (90-100% of the area,
-resized back to 48x48) compose into a single 2x3 matrix per image, so a batch costs one resample.
+The geometric part (flip, rotation, crop-and-resize, shift) composes into a single 2x3 matrix per
+image, so a batch costs one ``grid_sample``. Random erasing, mixup and cutmix follow as batched
+tensor operations. Each step draws random numbers only when enabled, so turning an option off
+reproduces the runs made before it existed.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -20,23 +23,26 @@ def random_affine(
     flip: float = 0.5,
     rotation: float = 10.0,
     min_crop: float = 0.9,
+    shift: float = 0.0,
 ) -> torch.Tensor:
     """``n`` random (2, 3) matrices mapping output to input coordinates in [-1, 1].
 
     ``flip``: probability of a horizontal flip; ``rotation``: maximum angle in degrees;
-    ``min_crop``: smallest fraction of the image area a square crop keeps (placed at random).
+    ``min_crop``: smallest fraction of the image area a square crop keeps (placed at random);
+    ``shift``: extra translation, as a fraction of the image size, in each direction.
     """
     u = torch.rand(n, 4, generator=generator, device=device)
     sign = torch.where(u[:, 0] < flip, -1.0, 1.0)
     angle = (u[:, 1] * 2 - 1) * math.radians(rotation)
     side = torch.sqrt(min_crop + (1 - min_crop) * u[:, 2])  # crop side as a fraction of the image
     # the crop's centre may move as far as keeps the crop inside the image
-    shift = (torch.rand(n, 2, generator=generator, device=device) * 2 - 1) * (1 - side)[:, None]
+    offset = (torch.rand(n, 2, generator=generator, device=device) * 2 - 1) * (1 - side)[:, None]
+    if shift > 0:
+        offset = offset + (torch.rand(n, 2, generator=generator, device=device) * 2 - 1) * (2 * shift)
     cos, sin = torch.cos(angle) * side, torch.sin(angle) * side
-    theta = torch.stack(
-        [torch.stack([cos * sign, -sin, shift[:, 0]], 1), torch.stack([sin * sign, cos, shift[:, 1]], 1)], 1
+    return torch.stack(
+        [torch.stack([cos * sign, -sin, offset[:, 0]], 1), torch.stack([sin * sign, cos, offset[:, 1]], 1)], 1
     )
-    return theta
 
 
 def augment_batch(
@@ -45,16 +51,68 @@ def augment_batch(
     flip: float = 0.5,
     rotation: float = 10.0,
     min_crop: float = 0.9,
+    shift: float = 0.0,
 ) -> torch.Tensor:
-    """Augment a float batch (B, C, H, W) in one resample; corners rotated in are filled with 0."""
-    theta = random_affine(images.shape[0], generator, images.device, flip, rotation, min_crop)
+    """Flip, rotate, crop and shift a float batch (B, C, H, W) in one resample; pixels brought in
+    from outside the image are 0."""
+    theta = random_affine(images.shape[0], generator, images.device, flip, rotation, min_crop, shift)
     grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def augment_sample(
-    image: torch.Tensor, flip: float = 0.5, rotation: float = 10.0, min_crop: float = 0.9
+def random_erasing(
+    images: torch.Tensor, p: float, generator: torch.Generator | None = None,
+    area: tuple[float, float] = (0.02, 0.2), max_aspect: float = 3.0,
 ) -> torch.Tensor:
-    """The same augmentation for one (C, H, W) image, for per-sample ``Dataset`` pipelines
+    """With probability ``p`` per image, fill one random rectangle (``area`` of the image, aspect up
+    to ``max_aspect``) with uniform noise, as in Zhong et al. 2017; batched with masks."""
+    b, _, h, w = images.shape
+    u = torch.rand(b, 6, generator=generator, device=images.device)
+    target = h * w * (area[0] + (area[1] - area[0]) * u[:, 0])
+    log_r = math.log(max_aspect)
+    aspect = torch.exp((u[:, 1] * 2 - 1) * log_r)
+    eh = torch.sqrt(target * aspect).clamp(1, h)
+    ew = torch.sqrt(target / aspect).clamp(1, w)
+    top = (u[:, 2] * (h - eh + 1)).floor()
+    left = (u[:, 3] * (w - ew + 1)).floor()
+    rows = torch.arange(h, device=images.device)[None, :, None]
+    cols = torch.arange(w, device=images.device)[None, None, :]
+    inside = ((rows >= top[:, None, None]) & (rows < (top + eh)[:, None, None])
+              & (cols >= left[:, None, None]) & (cols < (left + ew)[:, None, None]))
+    mask = (inside & (u[:, 4] < p)[:, None, None]).unsqueeze(1)
+    noise = torch.rand(images.shape, generator=generator, device=images.device, dtype=images.dtype)
+    return torch.where(mask, noise, images)
+
+
+def mix_batch(
+    images: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator, mixup: float, cutmix: float,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """Mixup (alpha ``mixup``) or cutmix (alpha ``cutmix``; with both on, each batch picks one at
+    random) of the batch with a shuffled copy of itself.
+
+    Returns ``(images, labels_a, labels_b, lam)``; the loss is ``lam * loss(labels_a) + (1 - lam) *
+    loss(labels_b)``. The mixing weight and box come from the host-side ``rng`` as plain floats, so
+    nothing waits on the device.
+    """
+    b, _, h, w = images.shape
+    perm = torch.randperm(b, generator=generator, device=images.device)
+    use_cutmix = cutmix > 0 and (mixup <= 0 or rng.random() < 0.5)
+    lam = float(rng.beta(cutmix, cutmix) if use_cutmix else rng.beta(mixup, mixup))
+    if not use_cutmix:
+        return images * lam + images[perm] * (1 - lam), labels, labels[perm], lam
+    cut_h, cut_w = round(h * math.sqrt(1 - lam)), round(w * math.sqrt(1 - lam))
+    cy, cx = int(rng.integers(h)), int(rng.integers(w))
+    y0, y1 = max(cy - cut_h // 2, 0), min(cy + cut_h - cut_h // 2, h)
+    x0, x1 = max(cx - cut_w // 2, 0), min(cx + cut_w - cut_w // 2, w)
+    mixed = images.clone()
+    mixed[:, :, y0:y1, x0:x1] = images[perm, :, y0:y1, x0:x1]
+    return mixed, labels, labels[perm], 1 - (y1 - y0) * (x1 - x0) / (h * w)  # the area actually kept
+
+
+def augment_sample(
+    image: torch.Tensor, flip: float = 0.5, rotation: float = 10.0, min_crop: float = 0.9, shift: float = 0.0
+) -> torch.Tensor:
+    """The geometric augmentation for one (C, H, W) image, for per-sample ``Dataset`` pipelines
     (random numbers from the global generator, which DataLoader seeds per worker)."""
-    return augment_batch(image.unsqueeze(0), None, flip, rotation, min_crop)[0]
+    return augment_batch(image.unsqueeze(0), None, flip, rotation, min_crop, shift)[0]

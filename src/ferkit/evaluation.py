@@ -10,20 +10,48 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+TTA_MODES = ("none", "flip", "tencrop")
+
+
+def tta_views(x: torch.Tensor, tta: str, crop: int = 44) -> list[torch.Tensor]:
+    """The test-time views of a batch: itself; plus its mirror (``flip``); or five ``crop``-pixel
+    crops (corners and centre) resized back, each with its mirror (``tencrop``)."""
+    if tta == "none":
+        return [x]
+    if tta == "flip":
+        return [x, x.flip(-1)]
+    if tta != "tencrop":
+        raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
+    size = x.shape[-1]
+    d, c = size - crop, (size - crop) // 2
+    crops = [x[..., i : i + crop, j : j + crop] for i, j in ((0, 0), (0, d), (d, 0), (d, d), (c, c))]
+    crops = [F.interpolate(v, size=(size, size), mode="bilinear", align_corners=False) for v in crops]
+    return crops + [v.flip(-1) for v in crops]
 
 
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, images: torch.Tensor, batch_size: int = 256, device: torch.device | str = "cpu"
+    model: nn.Module, images: torch.Tensor, batch_size: int = 256, device: torch.device | str = "cpu",
+    tta: str = "none",
 ) -> torch.Tensor:
-    """Logits (N, classes) on the CPU for uint8 (N, 1, 48, 48) or float [0, 1] images."""
+    """Scores (N, classes) on the CPU for uint8 (N, 1, 48, 48) or float [0, 1] images: logits, or
+    with test-time augmentation the log of the views' mean probabilities (argmax and cross-entropy
+    read both alike)."""
     model.eval()
+    device = torch.device(device)
     out = []
     for i in range(0, len(images), batch_size):
         x = images[i : i + batch_size].to(device, non_blocking=True)
         x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
-        out.append(model(x).float().cpu())
+        with torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda"):
+            views = [model(v).float() for v in tta_views(x, tta)]
+        if tta == "none":
+            out.append(views[0].cpu())
+        else:
+            out.append(torch.stack([v.softmax(1) for v in views]).mean(0).log().cpu())
     return torch.cat(out) if out else torch.empty(0)
 
 
@@ -146,8 +174,12 @@ def evaluate_checkpoint(
     device: str = "auto",
     batch_size: int = 512,
     skip_bad_rows: bool = False,
+    tta: str | None = None,
 ) -> dict[str, Any]:
-    """Score any checkpoint on one split of FER2013 and write the reports (to ``out`` if given)."""
+    """Score any checkpoint on one split of FER2013 and write the reports (to ``out`` if given).
+
+    ``tta``: test-time augmentation; by default the one the checkpoint was trained to be scored with.
+    """
     from ferkit.checkpoint import load_checkpoint, model_from_checkpoint
     from ferkit.data import SPLIT_ALIASES, USAGES, load_fer2013, map_labels
     from ferkit.model import resolve_device
@@ -161,10 +193,11 @@ def evaluate_checkpoint(
     pixels, emotion = load_fer2013(data, skip_bad_rows=skip_bad_rows).split(usage)
     num_classes = ckpt["model_config"]["num_classes"]
     labels = map_labels(emotion, num_classes)
-    logits = predict_logits(model, torch.from_numpy(pixels).unsqueeze(1), batch_size, dev)
+    tta = tta or ckpt.get("config", {}).get("tta", "none")
+    logits = predict_logits(model, torch.from_numpy(pixels).unsqueeze(1), batch_size, dev, tta)
     metrics = classification_metrics(labels, logits.argmax(1).numpy(), ckpt["class_names"])
     extra = {"checkpoint": str(checkpoint), "data": str(data), "epoch": ckpt.get("epoch"),
-             "val_accuracy": ckpt.get("val_accuracy")}
+             "val_accuracy": ckpt.get("val_accuracy"), "tta": tta}
     if out is not None:
         return write_reports(metrics, out, usage, extra)
     return {"split": usage, **extra, **metrics}

@@ -1,13 +1,14 @@
 """Train a ResNet-18 on FER2013 from random initialization.
 
-    python -m ferkit.train --data fer2013.csv.gz --out models/      # the seed recipe
-    ferkit train --data fer2013.csv.gz --epochs 2 --classes 7
+    python -m ferkit.train --data fer2013.csv.gz --out models/             # the seed recipe
+    ferkit train --recipe cpu --data fer2013.csv.gz --out runs/cpu          # another named recipe
+    torchrun --nproc-per-node 4 -m ferkit.train --data ... --out ...        # data-parallel, same flags
 
 The whole training split sits on the training device as one uint8 tensor; each step gathers a
-batch, scales it to [0, 1] and augments it there in one batched resample (``ferkit.augment``).
-``--pipeline dataloader`` swaps in the classic per-sample ``Dataset`` + ``DataLoader`` instead,
-with the same augmentation. The best epoch on PublicTest is checkpointed, and at the end the best
-weights are scored on PrivateTest.
+batch, scales it to [0, 1] and augments it there in batched tensor operations (``ferkit.augment``).
+``--pipeline dataloader`` swaps in the classic per-sample ``Dataset`` + ``DataLoader`` instead. The
+best epoch on PublicTest is checkpointed; ``last.pth`` is written (atomically) after every epoch so
+``--resume`` can continue an interrupted run; at the end the best weights are scored on PrivateTest.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -25,73 +27,127 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ferkit.augment import augment_batch, augment_sample
+from ferkit.augment import augment_batch, augment_sample, mix_batch, random_erasing
 from ferkit.checkpoint import load_checkpoint, make_checkpoint, model_from_checkpoint, save_atomic
-from ferkit.data import (
-    Fer2013Arrays,
-    class_names,
-    create_dataloaders,
-    describe_splits,
-    load_fer2013,
-    map_labels,
-)
-from ferkit.evaluation import classification_metrics, plot_history, predict_logits, write_reports
+from ferkit.data import Fer2013Arrays, class_names, create_dataloaders, describe_splits, load_fer2013, map_labels
+from ferkit.evaluation import TTA_MODES, classification_metrics, plot_history, predict_logits, write_reports
 from ferkit.model import STEMS, count_parameters, create_model, resolve_device
 
 BEST_CHECKPOINT = "fer_resnet18_best.pth"
+LAST_CHECKPOINT = "last.pth"
 
 
 @dataclass
 class TrainConfig:
     """Every knob of a training run; a recipe is a named set of values for them."""
 
+    # where and how to run (not part of a recipe)
     data: str = "data/fer2013.csv"
     out: str = "models"
+    device: str = "auto"
+    workers: int = 0  # DataLoader workers (dataloader pipeline)
+    pipeline: str = "tensor"  # tensor (batched, on the device) | dataloader (per-sample)
+    compile: bool = False  # torch.compile the model
+    resume: bool = False  # continue from <out>/last.pth
+    skip_bad_rows: bool = False
+    eval_batch_size: int = 512
+    # the recipe
     recipe: str = "seed"
+    seed: int = 0
     classes: int = 4
+    stem: str = "imagenet"
     epochs: int = 20
-    batch_size: int = 64
+    batch_size: int = 64  # global: split across processes under torchrun
+    optimizer: str = "adam"  # adam | adamw | sgd (Nesterov momentum)
     lr: float = 1e-3
-    optimizer: str = "adam"  # adam | sgd
-    momentum: float = 0.9  # sgd only
+    momentum: float = 0.9
     weight_decay: float = 0.0
-    schedule: str = "step"  # step | none
+    schedule: str = "step"  # step (per epoch) | cosine | onecycle | constant (per step)
     step_size: int = 7
     gamma: float = 0.1
-    stem: str = "imagenet"
+    warmup_epochs: float = 0.0  # linear warm-up (cosine, constant) or the rise of onecycle
+    loss: str = "ce"  # ce | focal
+    focal_gamma: float = 2.0
+    label_smoothing: float = 0.0
+    class_weights: bool = False  # weight the loss by inverse class frequency
+    sampler: str = "shuffle"  # shuffle | balanced (classes drawn equally often)
     flip: float = 0.5
     rotation: float = 10.0
     min_crop: float = 0.9
-    pipeline: str = "tensor"  # tensor (batched, on device) | dataloader (per-sample)
-    seed: int = 0
-    device: str = "auto"
-    workers: int = 0  # DataLoader workers (dataloader pipeline)
-    skip_bad_rows: bool = False
-    eval_batch_size: int = 512
+    shift: float = 0.0
+    erasing: float = 0.0  # random-erasing probability
+    mixup: float = 0.0  # mixup alpha (0: off)
+    cutmix: float = 0.0  # cutmix alpha (0: off)
+    ema: float = 0.0  # EMA decay of the weights per step (0: off); evaluation uses the EMA weights
+    early_stopping: int = 0  # stop after this many epochs without a better PublicTest accuracy (0: off)
+    tta: str = "none"  # test-time augmentation for validation and test: none | flip | tencrop
 
 
-# A recipe fixes the fields that define its result; data, out, device and workers stay the user's.
+RUN_FIELDS = ("data", "out", "device", "workers", "pipeline", "compile", "resume", "skip_bad_rows",
+              "eval_batch_size")
+
+# A recipe fixes every field that defines its result; where and how to run stays the user's.
 RECIPES: dict[str, dict[str, Any]] = {
     # The original project's baseline: 20 epochs, batch 64, Adam 1e-3, StepLR(7, 0.1), cross-entropy,
     # flip 0.5, rotation +-10 degrees, random crop 90-100%, pixels in [0, 1], 7x7 ImageNet stem.
-    "seed": dict(classes=4, epochs=20, batch_size=64, lr=1e-3, optimizer="adam", weight_decay=0.0,
-                 schedule="step", step_size=7, gamma=0.1, stem="imagenet", flip=0.5, rotation=10.0,
-                 min_crop=0.9, seed=0),
+    "seed": {},
 }
 
-CHOICES = {"optimizer": ("adam", "sgd"), "schedule": ("step", "none"), "stem": STEMS,
-           "pipeline": ("tensor", "dataloader"), "classes": (4, 7), "recipe": tuple(RECIPES)}
+CHOICES: dict[str, tuple] = {
+    "optimizer": ("adam", "adamw", "sgd"), "schedule": ("step", "cosine", "onecycle", "constant"),
+    "stem": STEMS, "pipeline": ("tensor", "dataloader"), "classes": (4, 7), "recipe": tuple(RECIPES),
+    "loss": ("ce", "focal"), "sampler": ("shuffle", "balanced"), "tta": TTA_MODES,
+}
 
 
 def resolve_config(recipe: str = "seed", **overrides: Any) -> TrainConfig:
-    """The recipe's values, then any explicit overrides (``None`` means "not given")."""
+    """TrainConfig's defaults (the seed recipe), then the recipe's values, then any explicit
+    overrides (``None`` means "not given")."""
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; choose from {sorted(RECIPES)}")
     values = {**RECIPES[recipe], **{k: v for k, v in overrides.items() if v is not None}, "recipe": recipe}
     return TrainConfig(**values)
+
+
+def check_config(cfg: TrainConfig) -> None:
+    for field, allowed in CHOICES.items():
+        if getattr(cfg, field) not in allowed:
+            raise ValueError(f"--{field.replace('_', '-')} must be one of {allowed}, got {getattr(cfg, field)!r}")
+    if cfg.epochs < 1 or cfg.batch_size < 2 or cfg.lr <= 0:
+        raise ValueError("--epochs must be >= 1, --batch-size >= 2 and --lr > 0")
+    if cfg.pipeline == "dataloader" and (cfg.sampler != "shuffle" or cfg.erasing or cfg.mixup or cfg.cutmix):
+        raise ValueError("--pipeline dataloader runs the geometric augmentation only; use --pipeline tensor")
+
+
+# ----------------------------------------------------------------------------------------------
+# Pieces of the loop
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: torch.device) -> tuple[Distributed, torch.device]:
+    """Join the process group torchrun describes (NCCL on GPUs, gloo on CPUs), if any."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Distributed(), device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Distributed(dist.get_rank(), dist.get_world_size()), device
 
 
 def split_tensors(arrays: Fer2013Arrays, split: str, num_classes: int, device: torch.device):
@@ -102,140 +158,301 @@ def split_tensors(arrays: Fer2013Arrays, split: str, num_classes: int, device: t
     return images, labels
 
 
+def epoch_order(labels: torch.Tensor, cfg: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+    """This epoch's sample order (on the CPU): a permutation, or class-balanced draws."""
+    if cfg.sampler == "balanced":
+        counts = torch.bincount(labels.cpu(), minlength=cfg.classes).float()
+        weights = (1 / counts.clamp(min=1))[labels.cpu()]
+        return torch.multinomial(weights, len(labels), replacement=True, generator=generator)
+    return torch.randperm(len(labels), generator=generator)
+
+
 def tensor_batches(
     images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig, shuffle: torch.Generator,
-    aug: torch.Generator,
+    aug: torch.Generator, ddp: Distributed,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """One epoch of shuffled, augmented float batches, made on the images' device."""
-    order = torch.randperm(len(labels), generator=shuffle).to(images.device)
-    for start in range(0, len(order), cfg.batch_size):
-        idx = order[start : start + cfg.batch_size]
-        x = images[idx].float().div_(255)
-        yield augment_batch(x, aug, cfg.flip, cfg.rotation, cfg.min_crop), labels[idx]
+    """One epoch of augmented float batches, made on the images' device; under torchrun each
+    process takes its share of every global batch."""
+    order = epoch_order(labels, cfg, shuffle).to(images.device)
+    batch = cfg.batch_size
+    stop = len(order) if ddp.world == 1 else len(order) - len(order) % batch  # equal shares for all ranks
+    for start in range(0, stop, batch):
+        idx = order[start : start + batch][ddp.rank :: ddp.world]
+        if len(idx) < 2:  # batch norm needs two samples
+            continue
+        x = augment_batch(images[idx].float().div_(255), aug, cfg.flip, cfg.rotation, cfg.min_crop, cfg.shift)
+        if cfg.erasing > 0:
+            x = random_erasing(x, cfg.erasing, aug)
+        yield x, labels[idx]
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                               weight_decay=cfg.weight_decay, nesterov=True)
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                           nesterov=True)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
-    """A per-epoch learning-rate schedule."""
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    """The learning-rate schedule and whether it steps per epoch (``step``) or per batch."""
     if cfg.schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
-    if cfg.schedule == "none":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
-    raise ValueError(f"unknown schedule {cfg.schedule!r}")
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma), "epoch"
+    total = cfg.epochs * steps_per_epoch
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    if cfg.schedule == "onecycle":
+        pct = cfg.warmup_epochs / cfg.epochs if cfg.warmup_epochs > 0 else 0.3
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total,
+                                                   pct_start=pct), "step"
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if cfg.schedule == "constant":
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor), "step"
 
 
-def _train_epoch(model, batches, num_batches, optimizer, device, desc) -> tuple[float, float]:
+def make_loss(cfg: TrainConfig, train_labels: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Cross-entropy or focal loss, with optional label smoothing and inverse-frequency weights."""
+    weight = None
+    if cfg.class_weights:
+        counts = torch.bincount(train_labels, minlength=cfg.classes).float()
+        weight = (counts.sum() / (cfg.classes * counts.clamp(min=1))).to(train_labels.device)
+    if cfg.loss == "ce":
+        return partial(F.cross_entropy, weight=weight, label_smoothing=cfg.label_smoothing)
+
+    def focal(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        ce = F.cross_entropy(logits, target, weight=weight, label_smoothing=cfg.label_smoothing, reduction="none")
+        p_true = torch.exp(-F.cross_entropy(logits, target, reduction="none"))
+        return ((1 - p_true) ** cfg.focal_gamma * ce).mean()
+
+    return focal
+
+
+def make_ema(model: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
+    if decay <= 0:
+        return None
+    return torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+@dataclass
+class RunState:
+    """What the loop carries from epoch to epoch (saved in ``last.pth`` for ``--resume``)."""
+
+    epoch: int = 0
+    best_accuracy: float = -1.0
+    best_epoch: int = 0
+    epochs_without_improvement: int = 0
+    history: dict[str, list[float]] = dataclasses.field(default_factory=lambda: {
+        k: [] for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_seconds")})
+
+
+def _train_epoch(model, batches, num_batches, optimizer, scheduler, per_step, loss_fn, ema, cfg, mix_rng, aug,
+                 device, desc, show) -> tuple[float, float]:
     """One pass over the training batches; returns mean loss and accuracy."""
     model.train()
-    # Running sums stay on the device: no host sync per step, only when the bar is refreshed.
+    amp = device.type == "cuda"
+    # Running sums stay on the device: the host syncs only when the progress bar is refreshed.
     loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
+    correct = torch.zeros((), device=device)
     seen = 0
-    bar = tqdm(batches, total=num_batches, desc=desc, leave=False, mininterval=1.0, dynamic_ncols=True)
+    bar = tqdm(batches, total=num_batches, desc=desc, leave=False, mininterval=1.0, dynamic_ncols=True,
+               disable=not show)
     for step, (x, y) in enumerate(bar, 1):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
+        if amp:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y_b, lam = y, 1.0
+        if cfg.mixup > 0 or cfg.cutmix > 0:
+            x, y, y_b, lam = mix_batch(x, y, mix_rng, cfg.mixup, cfg.cutmix, aug)
+        with torch.autocast(device.type, torch.bfloat16, enabled=amp):
+            logits = model(x)
+        loss = loss_fn(logits.float(), y) if lam == 1.0 else (
+            lam * loss_fn(logits.float(), y) + (1 - lam) * loss_fn(logits.float(), y_b))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if per_step:
+            scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
         loss_sum += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
-        if step % 20 == 0 or step == num_batches:
+        if show and (step % 50 == 0 or step == num_batches):
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}")
-    return loss_sum.item() / seen, correct.item() / seen
+    return loss_sum.item() / max(seen, 1), correct.item() / max(seen, 1)
 
 
-@torch.no_grad()
 def _score(model, images, labels, cfg, device) -> tuple[float, float, torch.Tensor]:
-    logits = predict_logits(model, images, cfg.eval_batch_size, device)
+    logits = predict_logits(model, images, cfg.eval_batch_size, device, cfg.tta)
     y = labels.cpu()
     return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item(), logits
 
 
+def _rng_state(shuffle, aug, mix_rng, loader) -> dict[str, Any]:
+    state = {"shuffle": shuffle.get_state(), "aug": aug.get_state(), "torch": torch.get_rng_state(),
+             "mix": json.dumps(mix_rng.bit_generator.state)}
+    if loader is not None:
+        state["loader"] = loader.generator.get_state()
+    return state
+
+
+def _restore_rng(state, shuffle, aug, mix_rng, loader) -> None:
+    shuffle.set_state(state["shuffle"])
+    aug.set_state(state["aug"])
+    torch.set_rng_state(state["torch"])
+    mix_rng.bit_generator.state = json.loads(state["mix"])
+    if loader is not None:
+        loader.generator.set_state(state["loader"])
+
+
+# ----------------------------------------------------------------------------------------------
+# The run
+
+
 def train(cfg: TrainConfig, arrays: Fer2013Arrays | None = None) -> dict[str, Any]:
-    """Run one training job; writes the checkpoint, curves and PrivateTest reports to ``cfg.out``.
+    """Run one training job; writes the checkpoints, curves and PrivateTest reports to ``cfg.out``.
 
     Returns the PrivateTest metrics record (also saved as ``metrics.json``).
     """
-    for field, allowed in CHOICES.items():
-        if getattr(cfg, field) not in allowed:
-            raise ValueError(f"--{field.replace('_', '-')} must be one of {allowed}, got {getattr(cfg, field)!r}")
     out = Path(cfg.out)
+    last_path = out / LAST_CHECKPOINT
+    resumed = load_checkpoint(last_path) if cfg.resume and last_path.is_file() else None
+    if resumed is not None:  # the saved recipe wins: a resumed run must be the same run
+        saved = {k: v for k, v in resumed["config"].items() if k not in RUN_FIELDS}
+        cfg = dataclasses.replace(cfg, **saved)
+    check_config(cfg)
+    ddp, device = setup_distributed(resolve_device(cfg.device))
+    show = ddp.main
+    log = print if show else (lambda *a, **k: None)
     out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     if arrays is None:
-        arrays = load_fer2013(cfg.data, skip_bad_rows=cfg.skip_bad_rows, verbose=True)
-    print(f"data: {cfg.data} ({cfg.classes} classes)\n{describe_splits(arrays, cfg.classes)}")
+        arrays = load_fer2013(cfg.data, skip_bad_rows=cfg.skip_bad_rows, verbose=show)
+    log(f"data: {cfg.data} ({cfg.classes} classes)\n{describe_splits(arrays, cfg.classes)}")
 
     x_train, y_train = split_tensors(arrays, "Training", cfg.classes, device)
     x_val, y_val = split_tensors(arrays, "PublicTest", cfg.classes, device)
     model = create_model(cfg.classes, stem=cfg.stem).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    per_rank = cfg.batch_size // ddp.world
+    steps_per_epoch = (len(y_train) // cfg.batch_size if ddp.world > 1 else math.ceil(len(y_train) / cfg.batch_size))
     optimizer = make_optimizer(model, cfg)
-    scheduler = make_scheduler(optimizer, cfg)
+    scheduler, schedule_unit = make_scheduler(optimizer, cfg, steps_per_epoch)
+    loss_fn = make_loss(cfg, y_train)
+    ema = make_ema(model, cfg.ema)
     config = dataclasses.asdict(cfg)
-    print(f"model: ResNet-18 ({cfg.stem} stem), {count_parameters(model):,} parameters, on {device}")
-    print("config: " + json.dumps(config))
+    log(f"model: ResNet-18 ({cfg.stem} stem), {count_parameters(model):,} parameters, on {device}"
+        f"{f' x {ddp.world} processes ({per_rank} images each per step)' if ddp.world > 1 else ''}")
+    log("config: " + json.dumps(config))
 
     shuffle = torch.Generator().manual_seed(cfg.seed)
-    aug = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    aug = torch.Generator(device=device).manual_seed(cfg.seed + 1 + ddp.rank)
+    mix_rng = np.random.default_rng(cfg.seed + 2)
+    loader = None
     if cfg.pipeline == "dataloader":
         loader = create_dataloaders(
-            arrays, cfg.batch_size, cfg.classes, cfg.workers, cfg.seed,
-            transform=partial(augment_sample, flip=cfg.flip, rotation=cfg.rotation, min_crop=cfg.min_crop),
+            arrays, per_rank, cfg.classes, cfg.workers, cfg.seed,
+            transform=partial(augment_sample, flip=cfg.flip, rotation=cfg.rotation, min_crop=cfg.min_crop,
+                              shift=cfg.shift),
         )["train"]
-    num_batches = math.ceil(len(y_train) / cfg.batch_size)
 
-    history: dict[str, list[float]] = {k: [] for k in
-                                       ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr")}
-    best_acc, best_epoch = -1.0, 0
+    state = RunState()
+    if resumed is not None:
+        model.load_state_dict(resumed["model_state_dict"])
+        optimizer.load_state_dict(resumed["optimizer_state_dict"])
+        scheduler.load_state_dict(resumed["scheduler_state_dict"])
+        if ema is not None:
+            ema.load_state_dict(resumed["ema_state_dict"])
+        _restore_rng(resumed["rng_state"], shuffle, aug, mix_rng, loader)
+        state = RunState(**resumed["run_state"])
+        log(f"resumed from {last_path} after epoch {state.epoch}")
+
+    train_model = model
+    if ddp.world > 1:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+    eval_model = ema.module if ema is not None else model
+
     started = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(state.epoch + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        batches = loader if cfg.pipeline == "dataloader" else tensor_batches(x_train, y_train, cfg, shuffle, aug)
+        if loader is not None:
+            batches = loader
+        else:
+            batches = tensor_batches(x_train, y_train, cfg, shuffle, aug, ddp)
         lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_acc = _train_epoch(model, batches, num_batches, optimizer, device,
-                                             f"epoch {epoch}/{cfg.epochs}")
-        val_loss, val_acc, _ = _score(model, x_val, y_val, cfg, device)
-        scheduler.step()
-        for key, value in zip(history, (train_loss, train_acc, val_loss, val_acc, lr), strict=True):
-            history[key].append(value)
-        improved = val_acc > best_acc
+        train_loss, train_acc = _train_epoch(
+            train_model, batches, steps_per_epoch, optimizer, scheduler, schedule_unit == "step", loss_fn, ema, cfg,
+            mix_rng, aug, device, f"epoch {epoch}/{cfg.epochs}", show)
+        if ddp.world > 1:  # keep every rank's batch-norm statistics equal to rank 0's
+            for buffer in model.buffers():
+                dist.broadcast(buffer, 0)
+        val_loss, val_acc, _ = _score(eval_model, x_val, y_val, cfg, device)
+        if schedule_unit == "epoch":
+            scheduler.step()
+        seconds = time.perf_counter() - t0
+        for key, value in zip(state.history, (train_loss, train_acc, val_loss, val_acc, lr, seconds), strict=True):
+            state.history[key].append(value)
+        state.epoch = epoch
+        improved = val_acc > state.best_accuracy
         if improved:
-            best_acc, best_epoch = val_acc, epoch
+            state.best_accuracy, state.best_epoch, state.epochs_without_improvement = val_acc, epoch, 0
+        else:
+            state.epochs_without_improvement += 1
+        if ddp.main:
+            if improved:
+                save_atomic(make_checkpoint(eval_model, epoch=epoch, val_accuracy=val_acc, config=config,
+                                            optimizer_state=optimizer.state_dict(),
+                                            scheduler_state=scheduler.state_dict()), out / BEST_CHECKPOINT)
+            extra = {"run_state": dataclasses.asdict(state), "rng_state": _rng_state(shuffle, aug, mix_rng, loader)}
+            if ema is not None:
+                extra["ema_state_dict"] = ema.state_dict()
             save_atomic(make_checkpoint(model, epoch=epoch, val_accuracy=val_acc, config=config,
                                         optimizer_state=optimizer.state_dict(),
-                                        scheduler_state=scheduler.state_dict()), out / BEST_CHECKPOINT)
-        print(f"epoch {epoch:>3}/{cfg.epochs} | train loss {train_loss:.4f} acc {train_acc:.4f} | "
-              f"val loss {val_loss:.4f} acc {val_acc:.4f}{' *' if improved else ''} | lr {lr:.2e} | "
-              f"{time.perf_counter() - t0:.1f}s", flush=True)
-    train_seconds = time.perf_counter() - started
-    (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
-    plot_history(history, out / "training_history.png")
+                                        scheduler_state=scheduler.state_dict(), extra=extra), last_path)
+        log(f"epoch {epoch:>3}/{cfg.epochs} | train loss {train_loss:.4f} acc {train_acc:.4f} | "
+            f"val loss {val_loss:.4f} acc {val_acc:.4f}{' *' if improved else ''} | lr {lr:.2e} | {seconds:.1f}s",
+            flush=True)
+        if cfg.early_stopping and state.epochs_without_improvement >= cfg.early_stopping:
+            log(f"early stopping: no better PublicTest accuracy for {cfg.early_stopping} epochs")
+            break
+    train_seconds = sum(state.history["epoch_seconds"])
+    log(f"trained in {(time.perf_counter() - started) / 60:.1f} min this session")
 
-    # Score the best-on-PublicTest weights on PrivateTest, exactly as `ferkit evaluate` would.
-    best = model_from_checkpoint(load_checkpoint(out / BEST_CHECKPOINT), out / BEST_CHECKPOINT).to(device)
-    x_test, y_test = split_tensors(arrays, "PrivateTest", cfg.classes, device)
-    _, _, logits = _score(best, x_test, y_test, cfg, device)
-    metrics = classification_metrics(y_test.cpu().numpy(), logits.argmax(1).numpy(), class_names(cfg.classes))
-    record = write_reports(metrics, out, "PrivateTest", extra={
-        "checkpoint": BEST_CHECKPOINT, "best_epoch": best_epoch, "val_accuracy": best_acc,
-        "train_seconds": round(train_seconds, 1), "device": str(device), "torch": torch.__version__,
-        "config": config,
-    })
-    print(f"best epoch {best_epoch}: PublicTest {best_acc:.4f}, PrivateTest {metrics['accuracy']:.4f} "
-          f"({train_seconds / 60:.1f} min) -> {out}")
+    record: dict[str, Any] = {}
+    if ddp.main:
+        (out / "history.json").write_text(json.dumps(state.history, indent=2) + "\n")
+        plot_history(state.history, out / "training_history.png")
+        # Score the best-on-PublicTest weights on PrivateTest, exactly as `ferkit evaluate` would.
+        best = model_from_checkpoint(load_checkpoint(out / BEST_CHECKPOINT), out / BEST_CHECKPOINT).to(device)
+        x_test, y_test = split_tensors(arrays, "PrivateTest", cfg.classes, device)
+        _, _, logits = _score(best, x_test, y_test, cfg, device)
+        metrics = classification_metrics(y_test.cpu().numpy(), logits.argmax(1).numpy(), class_names(cfg.classes))
+        record = write_reports(metrics, out, "PrivateTest", extra={
+            "checkpoint": BEST_CHECKPOINT, "best_epoch": state.best_epoch, "val_accuracy": state.best_accuracy,
+            "train_seconds": round(train_seconds, 1), "device": str(device), "processes": ddp.world,
+            "torch": torch.__version__, "config": config,
+        })
+        log(f"best epoch {state.best_epoch}: PublicTest {state.best_accuracy:.4f}, PrivateTest "
+            f"{metrics['accuracy']:.4f} ({train_seconds / 60:.1f} min of training) -> {out}")
+    if ddp.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
     return record
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -244,26 +461,25 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
         default = getattr(defaults, field.name)
-        if isinstance(default, bool):
-            parser.add_argument(flag, action="store_true", default=None, help=f"(default: {default})")
-        elif field.name == "recipe":
+        if field.name == "recipe":
             parser.add_argument(flag, default="seed", choices=sorted(RECIPES), help="named recipe (default: seed)")
+        elif isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"(seed: {default})")
         else:
             parser.add_argument(flag, type=type(default), default=None, choices=CHOICES.get(field.name),
-                                help=f"(seed default: {RECIPES['seed'].get(field.name, default)})")
+                                help=f"(seed: {default})")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "recipe"}
-    # data/out/device/workers are not recipe fields: fall back to TrainConfig's defaults
     return resolve_config(args.recipe, **overrides)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ferkit train", description=__doc__.split("\n\n")[0])
     add_train_arguments(parser)
-    args = parser.parse_args(argv)
-    train(config_from_args(args))
+    train(config_from_args(parser.parse_args(argv)))
     return 0
 
 
