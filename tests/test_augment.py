@@ -33,3 +33,30 @@ def test_augmentation_changes_images():
     x = _images()
     out = augment_batch(x, torch.Generator().manual_seed(0))
     assert (out - x).abs().mean() > 0.05
+
+
+def test_erasing_and_mixing_are_deterministic_and_bounded():
+    import numpy as np
+
+    from ferkit.augment import mix_batch, random_erasing
+
+    x = _images()
+    a = random_erasing(x, 1.0, torch.Generator().manual_seed(2))
+    b = random_erasing(x, 1.0, torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and a.shape == x.shape and 0 <= a.min() and a.max() <= 1
+    assert ((a != x).flatten(1).any(1)).all()  # p=1: every image has an erased box
+    assert torch.equal(random_erasing(x, 0.0, torch.Generator().manual_seed(2)), x)
+    y = torch.arange(16) % 4
+    for mixup, cutmix in ((0.4, 0.0), (0.0, 1.0)):
+        m1 = mix_batch(x, y, np.random.default_rng(0), mixup, cutmix, torch.Generator().manual_seed(3))
+        m2 = mix_batch(x, y, np.random.default_rng(0), mixup, cutmix, torch.Generator().manual_seed(3))
+        assert torch.equal(m1[0], m2[0]) and torch.equal(m1[2], m2[2]) and m1[3] == m2[3]
+        assert m1[0].shape == x.shape and 0 <= m1[0].min() and m1[0].max() <= 1 and 0 <= m1[3] <= 1
+        assert torch.equal(m1[1], y) and sorted(m1[2].tolist()) == sorted(y.tolist())
+
+
+def test_shift_moves_the_image():
+    x = torch.zeros(1, 1, 48, 48)
+    x[..., 20:28, 20:28] = 1
+    out = augment_batch(x, torch.Generator().manual_seed(0), flip=0, rotation=0, min_crop=1.0, shift=0.2)
+    assert out.shape == x.shape and not torch.allclose(out, x, atol=1e-3)

@@ -1,0 +1,108 @@
+"""The training engine's options: every recipe and option trains on CPU; resume; DDP with gloo."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from ferkit import train as train_module
+from ferkit.checkpoint import load_checkpoint
+from ferkit.train import BEST_CHECKPOINT, LAST_CHECKPOINT, RECIPES, resolve_config, train
+
+
+def _cfg(fer_csv, out, recipe="seed", **overrides):
+    settings = {"data": str(fer_csv), "out": str(out), "epochs": 1, "device": "cpu", "batch_size": 32, **overrides}
+    return resolve_config(recipe, **settings)
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_every_recipe_runs_a_tiny_epoch(fer_csv, tmp_path, recipe):
+    record = train(_cfg(fer_csv, tmp_path / recipe, recipe))
+    assert record["config"]["recipe"] == recipe and 0 <= record["accuracy"] <= 1
+
+
+def test_every_option_trains(fer_csv, tmp_path):
+    options = dict(optimizer="sgd", lr=0.05, weight_decay=5e-4, schedule="cosine", warmup_epochs=0.5,
+                   label_smoothing=0.1, class_weights=True, sampler="balanced", shift=0.1, erasing=0.5,
+                   mixup=0.2, cutmix=1.0, ema=0.9, tta="tencrop", stem="cifar", epochs=2, early_stopping=1)
+    record = train(_cfg(fer_csv, tmp_path / "all", **options))
+    assert record["config"]["tta"] == "tencrop" and record["best_epoch"] >= 1
+    record = train(_cfg(fer_csv, tmp_path / "focal", loss="focal", optimizer="adamw", schedule="onecycle",
+                        tta="flip", classes=7))
+    assert len(record["class_names"]) == 7
+
+
+def test_resume_matches_an_uninterrupted_run(fer_csv, tmp_path, monkeypatch):
+    options = dict(epochs=3, ema=0.9, mixup=0.2, erasing=0.3, schedule="cosine")
+    train(_cfg(fer_csv, tmp_path / "whole", **options))
+
+    real_epoch = train_module._train_epoch
+    calls = []
+
+    def crash_in_epoch_3(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the machine went away in the middle of epoch 3
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "_train_epoch", crash_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(fer_csv, tmp_path / "split", **options))
+    assert load_checkpoint(tmp_path / "split" / LAST_CHECKPOINT)["epoch"] == 2
+    monkeypatch.setattr(train_module, "_train_epoch", real_epoch)
+    # resume with only the run flags: the recipe comes from last.pth
+    record = train(resolve_config("seed", data=str(fer_csv), out=str(tmp_path / "split"), device="cpu",
+                                  resume=True))
+
+    whole = load_checkpoint(tmp_path / "whole" / LAST_CHECKPOINT)["model_state_dict"]
+    split = load_checkpoint(tmp_path / "split" / LAST_CHECKPOINT)["model_state_dict"]
+    assert all(torch.equal(whole[k], split[k]) for k in whole)
+    assert record["accuracy"] == json.loads((tmp_path / "whole" / "metrics.json").read_text())["accuracy"]
+    history = json.loads((tmp_path / "split" / "history.json").read_text())
+    assert len(history["train_loss"]) == 3
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_cpu_processes_stay_in_sync(fer_csv, tmp_path):
+    """torchrun's environment, two gloo processes: each saves its final weights; they must agree."""
+    script = tmp_path / "worker.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, sys, torch
+        from ferkit import train as t
+        saved = {{}}
+        real = t._train_epoch
+        def spy(model, *args, **kwargs):
+            result = real(model, *args, **kwargs)
+            saved["state"] = {{k: v.clone() for k, v in model.module.state_dict().items()}}
+            return result
+        t._train_epoch = spy
+        cfg = t.resolve_config("seed", data={str(fer_csv)!r}, out={str(tmp_path / "ddp")!r}, epochs=2,
+                               batch_size=32, device="cpu", ema=0.9)
+        t.train(cfg)
+        torch.save(saved["state"], {str(tmp_path)!r} + f"/rank{{os.environ['RANK']}}.pt")
+    """))
+    port = _free_port()
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+        procs.append(subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=400)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
+    params = [k for k in a if "running" not in k and "num_batches" not in k]
+    assert all(torch.equal(a[k], b[k]) for k in params)  # gradients were averaged every step
+    assert "x 2 processes (16 images each per step)" in outputs[0]
+    assert (tmp_path / "ddp" / BEST_CHECKPOINT).is_file() and (tmp_path / "ddp" / "metrics.json").is_file()
+    assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["processes"] == 2
