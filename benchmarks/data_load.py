@@ -12,12 +12,12 @@ import csv
 import gzip
 import io
 import os
-import platform
 import statistics
 import tempfile
 import time
 
 import numpy as np
+from common import machine
 
 
 def naive_parse(path: str) -> np.ndarray:
@@ -47,7 +47,7 @@ def main() -> None:
         os.environ["FERKIT_CACHE_DIR"] = cache
         from ferkit.data import load_fer2013, parse_fer2013_csv
 
-        print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.csv}")
+        print(f"{machine()}; {args.csv}")
         if not args.skip_naive:
             print(f"naive csv + str.split parse : {timed(lambda: naive_parse(args.csv), args.repeats):6.2f} s")
         print(f"ferkit first parse          : {timed(lambda: parse_fer2013_csv(args.csv), args.repeats):6.2f} s")

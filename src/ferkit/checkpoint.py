@@ -163,7 +163,6 @@ def export_weights(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Pat
     """A compact inference copy of a checkpoint: fp16 weights and metadata, no optimizer state."""
     ckpt = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt, checkpoint)
-    keep = {k: ckpt[k] for k in ("test_metrics",) if k in ckpt}
     save_atomic(make_checkpoint(model, epoch=ckpt.get("epoch", 0), val_accuracy=ckpt.get("val_accuracy", 0.0),
-                                config=ckpt.get("config", {}), half=True, extra=keep), out)
+                                config=ckpt.get("config", {}), half=True), out)
     return Path(out)
