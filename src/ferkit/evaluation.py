@@ -36,17 +36,21 @@ def tta_views(x: torch.Tensor, tta: str, crop: int = 44) -> list[torch.Tensor]:
 def predict_logits(
     model: nn.Module, images: torch.Tensor, batch_size: int = 256, device: torch.device | str = "cpu",
     tta: str = "none",
+    bf16: bool | None = None,
 ) -> torch.Tensor:
     """Scores (N, classes) on the CPU for uint8 (N, 1, 48, 48) or float [0, 1] images: logits, or
     with test-time augmentation the log of the views' mean probabilities (argmax and cross-entropy
-    read both alike)."""
+    read both alike). ``bf16``: autocast to bfloat16 (default: on CUDA only)."""
     model.eval()
     device = torch.device(device)
+    bf16 = device.type == "cuda" if bf16 is None else bf16
     out = []
     for i in range(0, len(images), batch_size):
         x = images[i : i + batch_size].to(device, non_blocking=True)
         x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
-        with torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda"):
+        if bf16:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
             views = [model(v).float() for v in tta_views(x, tta)]
         if tta == "none":
             out.append(views[0].cpu())
@@ -182,7 +186,7 @@ def evaluate_checkpoint(
     """
     from ferkit.checkpoint import load_checkpoint, model_from_checkpoint
     from ferkit.data import SPLIT_ALIASES, USAGES, load_fer2013, map_labels
-    from ferkit.model import resolve_device
+    from ferkit.model import resolve_device, uses_bf16
 
     usage = SPLIT_ALIASES.get(split, split)
     if usage not in USAGES:
@@ -193,8 +197,10 @@ def evaluate_checkpoint(
     pixels, emotion = load_fer2013(data, skip_bad_rows=skip_bad_rows).split(usage)
     num_classes = ckpt["model_config"]["num_classes"]
     labels = map_labels(emotion, num_classes)
-    tta = tta or ckpt.get("config", {}).get("tta", "none")
-    logits = predict_logits(model, torch.from_numpy(pixels).unsqueeze(1), batch_size, dev, tta)
+    config = ckpt.get("config", {})
+    tta = tta or config.get("tta", "none")
+    bf16 = uses_bf16(config.get("precision", "auto"), dev)
+    logits = predict_logits(model, torch.from_numpy(pixels).unsqueeze(1), batch_size, dev, tta, bf16)
     metrics = classification_metrics(labels, logits.argmax(1).numpy(), ckpt["class_names"])
     extra = {"checkpoint": str(checkpoint), "data": str(data), "epoch": ckpt.get("epoch"),
              "val_accuracy": ckpt.get("val_accuracy"), "tta": tta}

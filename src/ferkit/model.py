@@ -98,3 +98,9 @@ def resolve_device(device: str = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available")
     return dev
+
+
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """Whether to autocast to bfloat16 (with channels_last): ``auto`` means on CUDA only, since on
+    CPUs it pays only where they have bf16 instructions (AVX512-BF16, AMX)."""
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
