@@ -7,7 +7,8 @@ Both pipelines run the same model, optimizer and training step (``ferkit.train._
 ``--steps`` steps, alternating ``--repeats`` times; the medians give images/s, seconds per epoch
 (28,709 training images) and their ratio. Without ``--data`` it times random images of FER2013's
 shape. The engine runs the recipe's options as configured (e.g. ``--compile``, channels_last and
-bf16 on CUDA); the plain pipeline runs the same model eagerly, contiguous, in fp32.
+bf16 on CUDA, ``--precision bf16`` on CPUs with bf16 instructions); the plain pipeline runs the
+same model eagerly, contiguous, in fp32.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from common import machine
 
 from ferkit.augment import augment_sample
 from ferkit.data import USAGES, Fer2013Arrays, create_dataloaders, load_fer2013
-from ferkit.model import create_model, resolve_device
+from ferkit.model import create_model, resolve_device, uses_bf16
 from ferkit.train import (
     Distributed,
     _train_epoch,
@@ -55,11 +56,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the plain pipeline")
     parser.add_argument("--compile", action="store_true", help="torch.compile the engine's model")
+    parser.add_argument("--precision", help="the engine's precision (default: the recipe's): auto, bf16, fp32")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
-    cfg = resolve_config(args.recipe, device=str(device), compile=args.compile, workers=args.workers)
+    cfg = resolve_config(args.recipe, device=str(device), compile=args.compile, workers=args.workers,
+                         precision=args.precision)
     arrays = load_fer2013(args.data) if args.data else random_arrays()
     arrays = Fer2013Arrays(arrays.pixels, arrays.emotion, np.zeros(len(arrays.emotion), np.int8))  # all Training
     images, labels = split_tensors(arrays, USAGES[0], cfg.classes, device)
@@ -67,7 +70,7 @@ def main() -> None:
     def run(pipeline: str):
         torch.manual_seed(cfg.seed)
         model = create_model(cfg.classes, stem=cfg.stem).to(device)
-        if pipeline == "engine" and device.type == "cuda":
+        if pipeline == "engine" and uses_bf16(cfg.precision, device):
             model = model.to(memory_format=torch.channels_last)
         optimizer = make_optimizer(model, cfg)
         scheduler, unit = make_scheduler(optimizer, cfg, 1000)
@@ -80,7 +83,7 @@ def main() -> None:
             transform = partial(augment_sample, flip=cfg.flip, rotation=cfg.rotation, min_crop=cfg.min_crop)
             loader = create_dataloaders(arrays, cfg.batch_size, cfg.classes, args.workers, cfg.seed, transform)["train"]
             source = lambda: iter(loader)  # noqa: E731
-        plain_cfg = cfg if pipeline == "engine" else resolve_config(args.recipe, device=str(device))
+        plain_cfg = cfg if pipeline == "engine" else resolve_config(args.recipe, device=str(device), precision="fp32")
 
         def timed(steps: int) -> float:
             batches = itertools.islice(source(), steps)
@@ -103,7 +106,8 @@ def main() -> None:
             rates[name].append(timed(args.steps))
     median = {k: statistics.median(v) for k, v in rates.items()}
     name = machine(device)
-    print(f"{args.recipe} recipe, batch {cfg.batch_size}, {args.steps} steps x {args.repeats}, on {device}: {name}, "
+    print(f"{args.recipe} recipe, engine precision {cfg.precision}, batch {cfg.batch_size}, "
+          f"{args.steps} steps x {args.repeats}, on {device}: {name}, "
           f"{torch.get_num_threads()} threads")
     for k, label in (("engine", "ferkit engine (on-device batched augmentation)"),
                      ("plain", f"per-sample Dataset + DataLoader ({args.workers} workers)")):

@@ -17,7 +17,7 @@ from ferkit.data import DataError
 
 
 def evaluate_main(argv: list[str] | None = None) -> int:
-    from ferkit.evaluation import evaluate_checkpoint, format_report
+    from ferkit.evaluation import TTA_MODES, evaluate_checkpoint, format_report
 
     parser = argparse.ArgumentParser(prog="ferkit evaluate", description="Score a checkpoint on FER2013.")
     parser.add_argument("--checkpoint", required=True)
@@ -26,9 +26,10 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="folder for confusion_matrix.png, classification_report.txt, metrics.json")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--skip-bad-rows", action="store_true")
+    parser.add_argument("--tta", choices=TTA_MODES, help="test-time augmentation (default: the checkpoint's)")
     args = parser.parse_args(argv)
     record = evaluate_checkpoint(args.checkpoint, args.data, args.split, args.out, args.device,
-                                 skip_bad_rows=args.skip_bad_rows)
+                                 skip_bad_rows=args.skip_bad_rows, tta=args.tta)
     print(format_report(record, f"{args.checkpoint} on {record['split']}"))
     if args.out:
         print(f"reports written to {args.out}")
