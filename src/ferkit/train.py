@@ -96,15 +96,15 @@ RECIPES: dict[str, dict[str, Any]] = {
     # The original project's baseline: 20 epochs, batch 64, Adam 1e-3, StepLR(7, 0.1), cross-entropy,
     # flip 0.5, rotation +-10 degrees, random crop 90-100%, pixels in [0, 1], 7x7 ImageNet stem.
     "seed": {},
-    # One GPU: the published FER recipes' ingredients (CIFAR stem keeping 48x48 resolution, SGD with
-    # Nesterov momentum, label smoothing, mixup/cutmix, random erasing, EMA, ten-crop TTA) on a short
-    # warm-up + cosine schedule. Not yet tuned on a GPU: see the README's results table.
     # These 2 CPU cores, 30 minutes: the seed's cheap ImageNet stem, more images per second (bf16
     # autocast + channels_last on AVX512-BF16, batch 128), a one-cycle AdamW schedule, label
     # smoothing, stronger augmentation, and flip test-time augmentation.
     "cpu": dict(stem="imagenet", epochs=16, batch_size=128, optimizer="adamw", lr=2e-3, weight_decay=0.05,
                 schedule="onecycle", warmup_epochs=3, label_smoothing=0.1, flip=0.5, rotation=15.0, min_crop=0.8,
                 shift=0.08, erasing=0.25, tta="flip", precision="bf16"),
+    # One GPU: the published FER recipes' ingredients (CIFAR stem keeping 48x48 resolution, SGD with
+    # Nesterov momentum, label smoothing, mixup/cutmix, random erasing, EMA, ten-crop TTA) on a short
+    # warm-up + cosine schedule. Not yet tuned on a GPU: see the README's results table.
     "best": dict(stem="cifar", epochs=120, batch_size=256, optimizer="sgd", lr=0.1, momentum=0.9,
                  weight_decay=5e-4, schedule="cosine", warmup_epochs=3, label_smoothing=0.1, flip=0.5,
                  rotation=15.0, min_crop=0.75, shift=0.1, erasing=0.5, mixup=0.2, cutmix=0.0, ema=0.999,
@@ -339,6 +339,8 @@ def train(cfg: TrainConfig, arrays: Fer2013Arrays | None = None) -> dict[str, An
     out = Path(cfg.out)
     last_path = out / LAST_CHECKPOINT
     resumed = load_checkpoint(last_path) if cfg.resume and last_path.is_file() else None
+    if cfg.resume and resumed is None:
+        print(f"--resume: no {last_path} yet, starting from scratch")
     if resumed is not None:  # the saved recipe wins: a resumed run must be the same run
         saved = {k: v for k, v in resumed["config"].items() if k not in RUN_FIELDS}
         cfg = dataclasses.replace(cfg, **saved)
