@@ -24,7 +24,7 @@ from ferkit.data import IMAGE_SIZE
 from ferkit.model import resolve_device
 
 Box = tuple[int, int, int, int]  # x, y, width, height in pixels
-BUNDLED_MODEL = Path(__file__).parent / "weights" / "fer_resnet18_seed_fp16.pt"
+BUNDLED_MODEL = Path(__file__).parent / "weights" / "fer_resnet18_cpu_fp16.pt"
 # Extra context around a detector box on each side, as a fraction of the box size. Haar boxes are
 # tight around eyes and mouth; FER2013 faces show a little more of the head.
 DEFAULT_MARGIN = 0.1
@@ -39,7 +39,7 @@ class FacePrediction:
 
 
 def bundled_model_path() -> Path:
-    """The model that ships with ferkit (trained with the seed recipe; see ``reports/seed``)."""
+    """The model that ships with ferkit: the ``cpu`` recipe's run in ``reports/cpu``, in fp16."""
     if not BUNDLED_MODEL.is_file():
         raise FileNotFoundError(f"the bundled model {BUNDLED_MODEL} is missing; pass a checkpoint path")
     return BUNDLED_MODEL

@@ -98,10 +98,11 @@ RECIPES: dict[str, dict[str, Any]] = {
     "seed": {},
     # These 2 CPU cores, 30 minutes: the seed's cheap ImageNet stem, more images per second (bf16
     # autocast + channels_last on AVX512-BF16, batch 128), a one-cycle AdamW schedule, label
-    # smoothing, stronger augmentation, and flip test-time augmentation.
-    "cpu": dict(stem="imagenet", epochs=16, batch_size=128, optimizer="adamw", lr=2e-3, weight_decay=0.05,
-                schedule="onecycle", warmup_epochs=3, label_smoothing=0.1, flip=0.5, rotation=15.0, min_crop=0.8,
-                shift=0.08, erasing=0.25, tta="flip", precision="bf16"),
+    # smoothing, a small shift, and flip test-time augmentation. (A first try with stronger
+    # augmentation, reports/cpu-v1, underfitted in 16 epochs: 69.38% vs 70.08% on PublicTest.)
+    "cpu": dict(stem="imagenet", epochs=18, batch_size=128, optimizer="adamw", lr=2e-3, weight_decay=0.01,
+                schedule="onecycle", warmup_epochs=3, label_smoothing=0.1, flip=0.5, rotation=10.0, min_crop=0.85,
+                shift=0.05, erasing=0.0, tta="flip", precision="bf16"),
     # One GPU: the published FER recipes' ingredients (CIFAR stem keeping 48x48 resolution, SGD with
     # Nesterov momentum, label smoothing, mixup/cutmix, random erasing, EMA, ten-crop TTA) on a short
     # warm-up + cosine schedule. Not yet tuned on a GPU: see the README's results table.
