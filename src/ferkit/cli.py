@@ -27,9 +27,11 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--skip-bad-rows", action="store_true")
     parser.add_argument("--tta", choices=TTA_MODES, help="test-time augmentation (default: the checkpoint's)")
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"),
+                        help="fp32 scores as EmotionPredictor runs (default: the checkpoint's)")
     args = parser.parse_args(argv)
     record = evaluate_checkpoint(args.checkpoint, args.data, args.split, args.out, args.device,
-                                 skip_bad_rows=args.skip_bad_rows, tta=args.tta)
+                                 skip_bad_rows=args.skip_bad_rows, tta=args.tta, precision=args.precision)
     print(format_report(record, f"{args.checkpoint} on {record['split']}"))
     if args.out:
         print(f"reports written to {args.out}")

@@ -179,10 +179,12 @@ def evaluate_checkpoint(
     batch_size: int = 512,
     skip_bad_rows: bool = False,
     tta: str | None = None,
+    precision: str | None = None,
 ) -> dict[str, Any]:
     """Score any checkpoint on one split of FER2013 and write the reports (to ``out`` if given).
 
-    ``tta``: test-time augmentation; by default the one the checkpoint was trained to be scored with.
+    ``tta`` and ``precision`` (``auto``, ``bf16``, ``fp32``): by default the ones the checkpoint
+    was trained to be scored with.
     """
     from ferkit.checkpoint import load_checkpoint, model_from_checkpoint
     from ferkit.data import SPLIT_ALIASES, USAGES, load_fer2013, map_labels
@@ -199,11 +201,12 @@ def evaluate_checkpoint(
     labels = map_labels(emotion, num_classes)
     config = ckpt.get("config", {})
     tta = tta or config.get("tta", "none")
-    bf16 = uses_bf16(config.get("precision", "auto"), dev)
+    precision = precision or config.get("precision", "auto")
+    bf16 = uses_bf16(precision, dev)
     logits = predict_logits(model, torch.from_numpy(pixels).unsqueeze(1), batch_size, dev, tta, bf16)
     metrics = classification_metrics(labels, logits.argmax(1).numpy(), ckpt["class_names"])
     extra = {"checkpoint": str(checkpoint), "data": str(data), "epoch": ckpt.get("epoch"),
-             "val_accuracy": ckpt.get("val_accuracy"), "tta": tta}
+             "val_accuracy": ckpt.get("val_accuracy"), "tta": tta, "precision": precision}
     if out is not None:
         return write_reports(metrics, out, usage, extra)
     return {"split": usage, **extra, **metrics}
