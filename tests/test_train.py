@@ -65,7 +65,8 @@ def test_evaluate_cli_reproduces_training_report(fer_csv, tmp_path, capsys):
     assert again["accuracy"] == record["accuracy"] and again["confusion_matrix"] == record["confusion_matrix"]
     assert "precision" in capsys.readouterr().out
     assert cli_main(["evaluate", "--checkpoint", str(tmp_path / "run" / BEST_CHECKPOINT), "--data", str(fer_csv),
-                     "--split", "PublicTest", "--tta", "tencrop", "--precision", "fp32", "--out", str(tmp_path / "tta")]) == 0
+                     "--split", "PublicTest", "--tta", "tencrop", "--precision", "fp32",
+                     "--out", str(tmp_path / "tta")]) == 0
     tta = json.loads((tmp_path / "tta" / "metrics.json").read_text())
     assert tta["tta"] == "tencrop" and tta["precision"] == "fp32" and tta["split"] == "PublicTest"
     assert tta["num_samples"] == 32
