@@ -53,6 +53,8 @@ GOOD_PIXELS = " ".join(["7"] * 2304)
         (f"3,{' '.join(['7'] * 2303)},Training", "expected 2304 pixel values, found 2303"),
         (f"3,{GOOD_PIXELS} 7,Training", "expected 2304 pixel values, found 2305"),
         (f"3,{GOOD_PIXELS[:-1]}256,Training", "pixel value 256 outside 0-255"),
+        (f"3,{GOOD_PIXELS[:-1]}1000,Training", "pixel value with more than 3 digits outside 0-255"),
+        (f"3,{GOOD_PIXELS[:-1]}0255,Training", "pixel value with more than 3 digits outside 0-255"),
         (f"3,-1 {GOOD_PIXELS[2:]},Training", "found characters b'-'"),
         (f"3,{GOOD_PIXELS[:-1]}x,Training", "found characters b'x'"),
         (f"7,{GOOD_PIXELS},Training", "emotion label b'7' is not an integer 0-6"),

@@ -29,6 +29,7 @@ MAP_7_TO_4 = (0, 0, 1, 2, 1, 3, 3)
 USAGES = ("Training", "PublicTest", "PrivateTest")
 SPLIT_ALIASES = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
 CACHE_VERSION = 1
+TOO_MANY_DIGITS = np.iinfo(np.int16).max  # marks a pixel value of four digits or more
 
 
 class DataError(ValueError):
@@ -113,6 +114,7 @@ def _parse_pixel_values(pixel_fields: Sequence[bytes], chunk_rows: int = 1000) -
         for k, scale in ((2, 10), (3, 100)):
             m = length >= k
             value[m] += scale * digits[ends[m] - k]
+        value[length > 3] = TOO_MANY_DIGITS  # beyond 999: out of range whatever the digits
         out[start : start + len(chunk)] = value.reshape(len(chunk), NUM_PIXELS)
     return out
 
@@ -176,7 +178,8 @@ def parse_fer2013_csv(path: str | os.PathLike, skip_bad_rows: bool = False) -> F
     out_of_range = np.flatnonzero((values > 255).any(axis=1))
     for i in out_of_range:
         v = int(values[i][values[i] > 255][0])
-        bad.append(BadRow(lines_kept[i], f"pixel value {v} outside 0-255"))
+        shown = "with more than 3 digits" if v == TOO_MANY_DIGITS else str(v)
+        bad.append(BadRow(lines_kept[i], f"pixel value {shown} outside 0-255"))
     bad.sort(key=lambda b: b.line)
     if bad and not skip_bad_rows:
         listing = "\n".join(f"  line {b.line}: {b.reason}" for b in bad[:20])
