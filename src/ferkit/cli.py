@@ -18,6 +18,7 @@ from ferkit.data import DataError
 
 def evaluate_main(argv: list[str] | None = None) -> int:
     from ferkit.evaluation import TTA_MODES, evaluate_checkpoint, format_report
+    from ferkit.model import PRECISIONS
 
     parser = argparse.ArgumentParser(prog="ferkit evaluate", description="Score a checkpoint on FER2013.")
     parser.add_argument("--checkpoint", required=True)
@@ -27,7 +28,7 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--skip-bad-rows", action="store_true")
     parser.add_argument("--tta", choices=TTA_MODES, help="test-time augmentation (default: the checkpoint's)")
-    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"),
+    parser.add_argument("--precision", choices=PRECISIONS,
                         help="fp32 scores as EmotionPredictor runs (default: the checkpoint's)")
     args = parser.parse_args(argv)
     record = evaluate_checkpoint(args.checkpoint, args.data, args.split, args.out, args.device,

@@ -100,6 +100,9 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
 def uses_bf16(precision: str, device: torch.device) -> bool:
     """Whether to autocast to bfloat16 (with channels_last): ``auto`` means on CUDA only, since on
     CPUs it pays only where they have bf16 instructions (AVX512-BF16, AMX)."""

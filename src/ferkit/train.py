@@ -35,7 +35,7 @@ from ferkit.augment import augment_batch, augment_sample, mix_batch, random_eras
 from ferkit.checkpoint import load_checkpoint, make_checkpoint, model_from_checkpoint, save_atomic
 from ferkit.data import Fer2013Arrays, class_names, create_dataloaders, describe_splits, load_fer2013, map_labels
 from ferkit.evaluation import TTA_MODES, classification_metrics, plot_history, predict_logits, write_reports
-from ferkit.model import STEMS, count_parameters, create_model, resolve_device, uses_bf16
+from ferkit.model import PRECISIONS, STEMS, count_parameters, create_model, resolve_device, uses_bf16
 
 BEST_CHECKPOINT = "fer_resnet18_best.pth"
 LAST_CHECKPOINT = "last.pth"
@@ -116,7 +116,7 @@ CHOICES: dict[str, tuple] = {
     "optimizer": ("adam", "adamw", "sgd"), "schedule": ("step", "cosine", "onecycle", "constant"),
     "stem": STEMS, "pipeline": ("tensor", "dataloader"), "classes": (4, 7), "recipe": tuple(RECIPES),
     "loss": ("ce", "focal"), "sampler": ("shuffle", "balanced"), "tta": TTA_MODES,
-    "precision": ("auto", "bf16", "fp32"),
+    "precision": PRECISIONS,
 }
 
 
@@ -283,13 +283,14 @@ def _train_epoch(model, batches, num_batches, optimizer, scheduler, per_step, lo
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if amp:
             x = x.contiguous(memory_format=torch.channels_last)
-        y_b, lam = y, 1.0
-        if cfg.mixup > 0 or cfg.cutmix > 0:
+        mixing = cfg.mixup > 0 or cfg.cutmix > 0
+        if mixing:
             x, y, y_b, lam = mix_batch(x, y, mix_rng, cfg.mixup, cfg.cutmix, aug)
         with torch.autocast(device.type, torch.bfloat16, enabled=amp):
-            logits = model(x)
-        loss = loss_fn(logits.float(), y) if lam == 1.0 else (
-            lam * loss_fn(logits.float(), y) + (1 - lam) * loss_fn(logits.float(), y_b))
+            logits = model(x).float()
+        loss = loss_fn(logits, y)
+        if mixing:
+            loss = lam * loss + (1 - lam) * loss_fn(logits, y_b)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
