@@ -4,7 +4,7 @@
     ferkit evaluate  --checkpoint models/fer_resnet18_best.pth --data fer2013.csv.gz [--split PrivateTest]
     ferkit image     [PATH ...] [--out annotated.jpg]
     ferkit webcam    [--camera 0]
-    ferkit export    CHECKPOINT --weights OUT.pt     # fp16 weights-only copy for inference
+    ferkit export    CHECKPOINT [--weights OUT.pt] [--onnx OUT.onnx [--int8 --calibration-data CSV]] [--torchscript OUT]
 """
 
 from __future__ import annotations
@@ -40,15 +40,44 @@ def evaluate_main(argv: list[str] | None = None) -> int:
 
 
 def export_main(argv: list[str] | None = None) -> int:
+    from ferkit.backends import export_onnx, export_torchscript
     from ferkit.checkpoint import export_weights
 
     parser = argparse.ArgumentParser(prog="ferkit export", description="Export a checkpoint for inference.")
     parser.add_argument("checkpoint")
-    parser.add_argument("--weights", required=True, help="output: fp16 weights and metadata, no optimizer state")
+    parser.add_argument("--weights", help="output: fp16 weights and metadata, no optimizer state (.pt)")
+    parser.add_argument("--onnx", help="output: ONNX model with a dynamic batch dimension (.onnx)")
+    parser.add_argument("--int8", action="store_true", help="quantize the ONNX model to int8")
+    parser.add_argument("--calibration-data", help="FER2013 file whose Training images calibrate --int8")
+    parser.add_argument("--calibration-size", type=int, default=2048, help="training images to calibrate on")
+    parser.add_argument("--torchscript", help="output: frozen TorchScript module (fp32)")
     args = parser.parse_args(argv)
-    out = export_weights(args.checkpoint, args.weights)
-    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
+    if not (args.weights or args.onnx or args.torchscript):
+        parser.error("say what to write: --weights, --onnx and/or --torchscript")
+    if args.int8 != bool(args.calibration_data):
+        parser.error("--int8 and --calibration-data go together")
+    written = []
+    if args.weights:
+        written.append(export_weights(args.checkpoint, args.weights))
+    if args.onnx:
+        calibration = _calibration_faces(args.calibration_data, args.calibration_size) if args.int8 else None
+        written.append(export_onnx(args.checkpoint, args.onnx, calibration))
+    if args.torchscript:
+        written.append(export_torchscript(args.checkpoint, args.torchscript))
+    for out in written:
+        print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
     return 0
+
+
+def _calibration_faces(data: str, count: int):
+    """``count`` Training faces drawn with a fixed seed (the same file gives the same int8 model)."""
+    import numpy as np
+
+    from ferkit.data import load_fer2013
+
+    pixels, _ = load_fer2013(data).split("Training")
+    pick = np.random.default_rng(0).permutation(len(pixels))[:count]
+    return pixels[np.sort(pick)]
 
 
 def _commands():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +34,18 @@ def tta_views(x: torch.Tensor, tta: str, crop: int = 44) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, images: torch.Tensor, batch_size: int = 256, device: torch.device | str = "cpu",
+    model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
     tta: str = "none",
     bf16: bool | None = None,
 ) -> torch.Tensor:
     """Scores (N, classes) on the CPU for uint8 (N, 1, 48, 48) or float [0, 1] images: logits, or
     with test-time augmentation the log of the views' mean probabilities (argmax and cross-entropy
     read both alike). ``bf16``: autocast to bfloat16 (default: on CUDA only)."""
-    model.eval()
+    if isinstance(model, nn.Module):
+        model.eval()
     device = torch.device(device)
     bf16 = device.type == "cuda" if bf16 is None else bf16
     out = []
@@ -181,11 +185,13 @@ def evaluate_checkpoint(
     tta: str | None = None,
     precision: str | None = None,
 ) -> dict[str, Any]:
-    """Score any checkpoint on one split of FER2013 and write the reports (to ``out`` if given).
+    """Score any checkpoint (or ONNX export) on one split of FER2013 and write the reports (to
+    ``out`` if given).
 
     ``tta`` and ``precision`` (``auto``, ``bf16``, ``fp32``): by default the ones the checkpoint
     was trained to be scored with.
     """
+    from ferkit.backends import OnnxClassifier
     from ferkit.checkpoint import load_checkpoint, model_from_checkpoint
     from ferkit.data import SPLIT_ALIASES, USAGES, load_fer2013, map_labels
     from ferkit.model import resolve_device, uses_bf16
@@ -193,17 +199,23 @@ def evaluate_checkpoint(
     usage = SPLIT_ALIASES.get(split, split)
     if usage not in USAGES:
         raise ValueError(f"unknown split {split!r}; expected one of {USAGES}")
-    ckpt = load_checkpoint(checkpoint)
-    dev = resolve_device(device)
-    model = model_from_checkpoint(ckpt, checkpoint).to(dev)
     pixels, emotion = load_fer2013(data, skip_bad_rows=skip_bad_rows).split(usage)
-    num_classes = ckpt["model_config"]["num_classes"]
-    labels = map_labels(emotion, num_classes)
-    config = ckpt.get("config", {})
-    tta = tta or config.get("tta", "none")
-    precision = precision or config.get("precision", "auto")
-    bf16 = uses_bf16(precision, dev)
-    logits = predict_logits(model, torch.from_numpy(pixels).unsqueeze(1), batch_size, dev, tta, bf16)
+    images = torch.from_numpy(pixels).unsqueeze(1)
+    if Path(checkpoint).suffix == ".onnx":  # an export: ONNX Runtime on the CPU, as EmotionPredictor runs it
+        classifier = OnnxClassifier(checkpoint)
+        ckpt = {"class_names": classifier.class_names}
+        tta, precision = tta or "none", classifier.name
+        logits = predict_logits(lambda x: torch.from_numpy(classifier(x.numpy())), images, batch_size, "cpu", tta,
+                                bf16=False)
+    else:
+        ckpt = load_checkpoint(checkpoint)
+        dev = resolve_device(device)
+        model = model_from_checkpoint(ckpt, checkpoint).to(dev)
+        config = ckpt.get("config", {})
+        tta = tta or config.get("tta", "none")
+        precision = precision or config.get("precision", "auto")
+        logits = predict_logits(model, images, batch_size, dev, tta, uses_bf16(precision, dev))
+    labels = map_labels(emotion, len(ckpt["class_names"]))
     metrics = classification_metrics(labels, logits.argmax(1).numpy(), ckpt["class_names"])
     extra = {"checkpoint": str(checkpoint), "data": str(data), "epoch": ckpt.get("epoch"),
              "val_accuracy": ckpt.get("val_accuracy"), "tta": tta, "precision": precision}
