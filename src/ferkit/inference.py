@@ -38,10 +38,13 @@ BACKENDS = ("auto", "torch", "onnx")
 
 @dataclass(frozen=True)
 class FacePrediction:
+    """One face of a frame: where it is, what it shows, and (from a pipeline) who it is over time."""
+
     box: Box
     emotion: str
     index: int
     probabilities: np.ndarray  # one probability per class, in the model's class order
+    track_id: int | None = None  # stable across the frames of a video (FacePipeline); None for stills
 
 
 def bundled_model_path() -> Path:
@@ -52,8 +55,11 @@ def bundled_model_path() -> Path:
 
 
 def crop_face(gray: np.ndarray, box: Box, margin: float = HaarDetector.margin) -> np.ndarray:
-    """A square 48x48 crop centred on ``box``, widened by ``margin`` on each side; parts beyond the
-    frame's edge are filled by repeating the edge pixels."""
+    """A square 48x48 crop centred on ``box``, its side the box's longer side widened by ``margin``
+    of it on each side (narrowed if negative: FER2013 frames faces tighter than detectors box them, see
+    ``benchmarks/crop_margin.py``); parts beyond the frame's edge are filled by repeating the edge."""
+    if not -0.5 < margin:
+        raise ValueError(f"margin must be above -0.5, got {margin}")
     x, y, w, h = (int(v) for v in box)
     height, width = gray.shape[:2]
     if w <= 0 or h <= 0:

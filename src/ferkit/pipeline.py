@@ -1,0 +1,113 @@
+"""The one frame-to-faces pipeline behind every entry point (photos, folders, videos, webcams).
+
+    pipeline = FacePipeline(EmotionPredictor(), detector="haar", detect_every=3, smoothing=5)
+    for frame in frames:
+        for face in pipeline.process(frame):     # FacePrediction with a stable track_id
+            print(face.track_id, face.box, face.emotion, face.probabilities)
+    faces = pipeline.process_image(photo)       # a still: no tracking, no smoothing
+
+The detector dominates the cost of a frame, so it is scheduled: it runs on every ``detect_every``-th
+frame (on a copy shrunk by ``detect_scale``), and in between each face is followed by matching its
+last patch near its last position. Every frame's faces are classified, as one batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from ferkit.detection import DETECTORS, FaceDetector, get_detector, to_gray
+from ferkit.inference import BACKENDS, EmotionPredictor, FacePrediction
+from ferkit.tracking import FaceTracker, Track, follow, remember
+
+
+class FacePipeline:
+    """Detect, track, classify and smooth, frame after frame.
+
+    ``predictor``: an :class:`EmotionPredictor` (default: the bundled model).
+    ``detector``: a name (``haar``, ``yunet``) or a :class:`FaceDetector`.
+    ``detect_every``: run the detector on every N-th frame, follow faces in between (1: every frame).
+    ``detect_scale``: shrink frames by this factor before detecting (1: full size).
+    ``smoothing``: EMA window in frames for each face's probabilities (1: none).
+    """
+
+    def __init__(
+        self,
+        predictor: EmotionPredictor | None = None,
+        detector: FaceDetector | str = "haar",
+        detect_every: int = 1,
+        detect_scale: float = 1.0,
+        smoothing: float = 5,
+        iou_threshold: float = 0.3,
+        max_missed: int = 5,
+    ) -> None:
+        if detect_every < 1:
+            raise ValueError(f"detect_every must be at least 1, got {detect_every}")
+        if not 0 < detect_scale <= 1:
+            raise ValueError(f"detect_scale must be in (0, 1], got {detect_scale}")
+        self.predictor = predictor or EmotionPredictor()
+        self.detector = get_detector(detector) if isinstance(detector, str) else detector
+        self.detect_every, self.detect_scale = detect_every, detect_scale
+        self.tracker = FaceTracker(iou_threshold, max_missed, smoothing)
+        self.frame_index = 0
+        self._visible: list[Track] = []  # the tracks shown on the last frame
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.predictor.class_names
+
+    def process(self, frame: np.ndarray) -> list[FacePrediction]:
+        """The faces of the next frame of a sequence, each with its track id and smoothed
+        probabilities (``emotion`` and ``index`` follow the smoothed values)."""
+        gray = to_gray(frame)
+        if self.frame_index % self.detect_every == 0 or not self.tracker.tracks:
+            found, missing = self.tracker.update(self.detector(frame, self.detect_scale))
+            # A face the detector missed this once stays on screen if its patch is still there.
+            visible = found + [t for t in missing if follow(gray, t)]
+        else:
+            visible = [t for t in self._visible if follow(gray, t)]
+        self._visible = visible
+        self.frame_index += 1
+        raw = self.predictor.predict_faces(gray, [t.box for t in visible], self.detector.margin)
+        faces = []
+        for track, (_, _, probabilities) in zip(visible, raw, strict=True):
+            remember(gray, track)
+            smoothed = self.tracker.smooth(track, probabilities)
+            index = int(smoothed.argmax())
+            faces.append(FacePrediction(track.box, self.class_names[index], index, smoothed, track.track_id))
+        return faces
+
+    def process_image(self, image: np.ndarray) -> list[FacePrediction]:
+        """The faces of one still image (full-size detection; ids are face indices, largest first)."""
+        faces = self.predictor.predict_frame(image, self.detector)
+        return [FacePrediction(f.box, f.emotion, f.index, f.probabilities, i) for i, f in enumerate(faces)]
+
+    def reset(self) -> None:
+        """Forget every track (a new video)."""
+        self.tracker.reset()
+        self.frame_index = 0
+        self._visible = []
+
+
+def add_pipeline_arguments(parser: argparse.ArgumentParser, video: bool = True) -> None:
+    """The command-line options that build a pipeline (shared by predict, video and webcam)."""
+    parser.add_argument("--model", help="checkpoint or ONNX export (default: the bundled model)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda...")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="auto: ONNX Runtime on the CPU when installed, else PyTorch")
+    parser.add_argument("--detector", choices=DETECTORS, default="haar", help="face detector (default: haar)")
+    if video:
+        parser.add_argument("--detect-every", type=int, default=1,
+                            help="run the detector every N frames and follow faces in between (default: 1)")
+        parser.add_argument("--detect-scale", type=float, default=1.0,
+                            help="shrink frames by this factor for detection (default: 1)")
+        parser.add_argument("--smoothing", type=float, default=5,
+                            help="EMA window in frames for each face's probabilities (1: none; default: 5)")
+
+
+def pipeline_from_args(args: argparse.Namespace) -> FacePipeline:
+    predictor = EmotionPredictor(args.model, device=args.device, backend=args.backend)
+    if not hasattr(args, "detect_every"):
+        return FacePipeline(predictor, args.detector)
+    return FacePipeline(predictor, args.detector, args.detect_every, args.detect_scale, args.smoothing)
