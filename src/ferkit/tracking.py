@@ -16,6 +16,7 @@ import numpy as np
 from ferkit.detection import Box
 
 TEMPLATE_WIDTH = 32  # faces are followed between detections at this width: cheap, and enough detail
+ZOOMS = (1 / 1.08, 1.0, 1.08)  # sizes tried when following: a face may grow or shrink between frames
 
 
 def iou(a: Box, b: Box) -> float:
@@ -36,6 +37,7 @@ class Track:
     probabilities: np.ndarray | None = None  # smoothed class probabilities
     missed: int = 0  # detection rounds in a row that did not find it
     template: np.ndarray | None = field(default=None, repr=False)  # its grayscale patch, for following
+    template_offset: tuple[int, int] = (0, 0)  # where the patch starts inside the box (a face cut by the edge)
 
 
 class FaceTracker:
@@ -97,8 +99,9 @@ class FaceTracker:
 
 
 def follow(gray: np.ndarray, track: Track, min_score: float = 0.5) -> bool:
-    """Move ``track.box`` to where its template matches best in ``gray`` (a search window around
-    the old box): the cheap step between detections. Returns False when the face is lost."""
+    """Move ``track.box`` to where its template matches best in ``gray``, searching around the old
+    box at three sizes (the face may come closer or move away): the cheap step between detections.
+    Returns False when the face is lost."""
     if track.template is None:
         return False
     x, y, w, h = track.box
@@ -107,30 +110,36 @@ def follow(gray: np.ndarray, track: Track, min_score: float = 0.5) -> bool:
     pad_x, pad_y = w // 2, h // 2
     x0, y0 = max(0, x - pad_x), max(0, y - pad_y)
     x1, y1 = min(width, x + w + pad_x), min(height, y + h + pad_y)
-    region = gray[y0:y1, x0:x1]
-    if region.size == 0:
+    if x1 - x0 < 2 or y1 - y0 < 2:
         return False
-    region = cv2.resize(region, (max(1, round(region.shape[1] * scale)), max(1, round(region.shape[0] * scale))),
+    region = cv2.resize(gray[y0:y1, x0:x1], (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))),
                         interpolation=cv2.INTER_AREA)
-    template = track.template
-    if template.shape[0] > region.shape[0] or template.shape[1] > region.shape[1]:
+    best = (min_score, None)
+    for zoom in ZOOMS:
+        template = track.template if zoom == 1 else cv2.resize(track.template, None, fx=zoom, fy=zoom)
+        if template.shape[0] > region.shape[0] or template.shape[1] > region.shape[1] or min(template.shape) < 4:
+            continue
+        _, score, _, (bx, by) = cv2.minMaxLoc(cv2.matchTemplate(region, template, cv2.TM_CCOEFF_NORMED))
+        if score > best[0]:
+            dx, dy = (round(v * zoom) for v in track.template_offset)
+            best = (score, (x0 + round(bx / scale) - dx, y0 + round(by / scale) - dy, round(w * zoom), round(h * zoom)))
+    if best[1] is None:
         return False
-    scores = cv2.matchTemplate(region, template, cv2.TM_CCOEFF_NORMED)
-    _, best, _, (bx, by) = cv2.minMaxLoc(scores)
-    if best < min_score:
-        return False
-    track.box = (x0 + round(bx / scale), y0 + round(by / scale), w, h)
+    track.box = best[1]
     return True
 
 
 def remember(gray: np.ndarray, track: Track) -> None:
-    """Store the track's current patch as the template that :func:`follow` looks for next."""
+    """Store the track's current patch (the part inside the frame) as the template that
+    :func:`follow` looks for next."""
     x, y, w, h = track.box
     height, width = gray.shape[:2]
-    if x < 0 or y < 0 or x + w > width or y + h > height or min(w, h) < 4:
-        track.template = None  # a face cut by the frame's edge waits for the next detection
+    x0, y0, x1, y1 = max(0, x), max(0, y), min(width, x + w), min(height, y + h)
+    if min(x1 - x0, y1 - y0) < 8:
+        track.template = None  # too little of it is visible to follow: wait for the next detection
         return
     scale = min(1.0, TEMPLATE_WIDTH / w)
-    patch = gray[y : y + h, x : x + w]
+    patch = gray[y0:y1, x0:x1]
     track.template = cv2.resize(patch, (max(1, round(patch.shape[1] * scale)), max(1, round(patch.shape[0] * scale))),
                                 interpolation=cv2.INTER_AREA)
+    track.template_offset = (x0 - x, y0 - y)
