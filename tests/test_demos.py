@@ -43,7 +43,7 @@ def test_image_demo_bad_inputs(tmp_path, random_checkpoint):
 
 def test_webcam_demo_without_camera(tmp_path):
     result = _run("demo_webcam.py", "--camera", "99", cwd=tmp_path)
-    assert result.returncode == 1 and "cannot open camera '99'" in result.stderr
+    assert result.returncode == 1 and "camera 99: cannot open it" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -177,10 +177,12 @@ def cached_onnx(checkpoint: str | os.PathLike) -> Path:
 
 
 def export_torchscript(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """A frozen TorchScript copy of a checkpoint (fp32), loadable from C++ with ``torch::jit::load``."""
+    """A frozen TorchScript copy of a checkpoint (fp32), loadable from C++ with ``torch::jit::load``.
+    (torch 2.13 marks TorchScript deprecated; LibTorch still loads it.)"""
     ckpt = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt, checkpoint).eval()
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
         scripted = torch.jit.freeze(torch.jit.trace(model, torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE)))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

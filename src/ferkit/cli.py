@@ -3,7 +3,9 @@
     ferkit train     [--recipe seed] --data fer2013.csv.gz --out models/
     ferkit evaluate  --checkpoint models/fer_resnet18_best.pth --data fer2013.csv.gz [--split PrivateTest]
     ferkit image     [PATH ...] [--out annotated.jpg]
-    ferkit webcam    [--camera 0]
+    ferkit predict   PATH... [--output faces.csv|faces.jsonl] [--annotate DIR]     # images and folders
+    ferkit video     IN [--out annotated.mp4] [--csv timeline.csv] [--plot timeline.png]
+    ferkit webcam    [--camera 0]                                                  # q quits, s saves a screenshot
     ferkit export    CHECKPOINT [--weights OUT.pt] [--onnx OUT.onnx [--int8 --calibration-data CSV]] [--torchscript OUT]
 """
 
@@ -81,11 +83,13 @@ def _calibration_faces(data: str, count: int):
 
 
 def _commands():
+    from ferkit.batch import predict_main
     from ferkit.demos import image_main, webcam_main
     from ferkit.train import main as train_main
+    from ferkit.video import video_main
 
-    return {"train": train_main, "evaluate": evaluate_main, "image": image_main, "webcam": webcam_main,
-            "export": export_main}
+    return {"train": train_main, "evaluate": evaluate_main, "image": image_main, "predict": predict_main,
+            "video": video_main, "webcam": webcam_main, "export": export_main}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     try:
         return commands[argv[0]](argv[1:])
-    except (DataError, CheckpointError, FileNotFoundError, ValueError, TypeError) as e:
+    except (DataError, CheckpointError, FileNotFoundError, ValueError, TypeError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
