@@ -91,6 +91,10 @@ def test_video_bad_inputs(tmp_path, random_checkpoint):
         assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
     result = _ferkit("video", fake, "--model", random_checkpoint)
     assert result.returncode == 2 and "--out, --csv and/or --plot" in result.stderr
+    empty = tmp_path / "empty.avi"
+    cv2.VideoWriter(str(empty), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48)).release()  # a video with no frames
+    result = _ferkit("video", empty, "--csv", tmp_path / "t.csv", "--model", random_checkpoint)
+    assert result.returncode == 2 and "empty.avi: " in result.stderr and "Traceback" not in result.stderr
 
 
 def test_video_with_no_faces_and_a_stop(tmp_path, random_checkpoint):
