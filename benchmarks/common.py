@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
+import time
+from collections.abc import Callable
 
 import torch
 
@@ -14,3 +17,13 @@ def machine(device: torch.device | None = None) -> str:
     if device is not None and device.type == "cuda":
         text += f", {torch.cuda.get_device_name(device)}"
     return text
+
+
+def timed_median(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall-clock seconds of ``repeats`` calls of ``fn``."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)

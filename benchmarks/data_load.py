@@ -12,12 +12,10 @@ import csv
 import gzip
 import io
 import os
-import statistics
 import tempfile
-import time
 
 import numpy as np
-from common import machine
+from common import machine, timed_median
 
 
 def naive_parse(path: str) -> np.ndarray:
@@ -27,14 +25,6 @@ def naive_parse(path: str) -> np.ndarray:
         rows = list(csv.DictReader(io.TextIOWrapper(f.buffer) if hasattr(f, "buffer") else f))
     return np.array([[int(p) for p in r["pixels"].split()] for r in rows], dtype=np.uint8)
 
-
-def timed(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -49,10 +39,10 @@ def main() -> None:
 
         print(f"{machine()}; {args.csv}")
         if not args.skip_naive:
-            print(f"naive csv + str.split parse : {timed(lambda: naive_parse(args.csv), args.repeats):6.2f} s")
-        print(f"ferkit first parse          : {timed(lambda: parse_fer2013_csv(args.csv), args.repeats):6.2f} s")
+            print(f"naive csv + str.split parse : {timed_median(lambda: naive_parse(args.csv), args.repeats):6.2f} s")
+        print(f"ferkit first parse          : {timed_median(lambda: parse_fer2013_csv(args.csv), args.repeats):6.2f} s")
         load_fer2013(args.csv)  # fill the cache
-        print(f"ferkit cached load          : {timed(lambda: load_fer2013(args.csv), args.repeats):6.2f} s")
+        print(f"ferkit cached load          : {timed_median(lambda: load_fer2013(args.csv), args.repeats):6.2f} s")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from common import machine
+from common import machine, timed_median
 
 from ferkit.detection import detect_faces
 from ferkit.inference import EmotionPredictor
@@ -44,14 +43,6 @@ FIVE_FACES = ("deepface_img1.jpg", "deepface_img19.jpg", "deepface_img39.jpg", "
 SCHEDULES = ((1, 1.0), (1, 0.5), (3, 0.5), (5, 0.5))  # (detect every N frames, detection scale)
 SIZE = (640, 480)
 
-
-def timed_median(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def pan_zoom(canvas: np.ndarray, frames: int, zoom: tuple[float, float], drift: float) -> list[np.ndarray]:

@@ -22,7 +22,7 @@ from typing import TextIO
 import cv2
 
 from ferkit.inference import FacePrediction
-from ferkit.media import annotate, find_images, read_image
+from ferkit.media import annotate, read_images
 from ferkit.pipeline import add_pipeline_arguments, pipeline_from_args
 
 FORMATS = ("csv", "jsonl")
@@ -65,17 +65,12 @@ def predict_main(argv: list[str] | None = None) -> int:
 
     pipeline = pipeline_from_args(args)
     images = faces_found = failures = 0
+    skipped: list[str] = []
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     with open(args.output, "w", newline="") if args.output else nullcontext(sys.stdout) as stream:
         writer = FaceWriter(stream, fmt, pipeline.class_names)
-        for path, name in find_images(args.paths):
-            try:
-                image = read_image(path)
-            except (FileNotFoundError, ValueError) as e:
-                print(f"skipped: {e}", file=sys.stderr)
-                failures += 1
-                continue
+        for path, name, image in read_images(args.paths, skipped):
             faces = pipeline.process_image(image)
             writer.write(str(path), faces)
             images, faces_found = images + 1, faces_found + len(faces)
@@ -87,6 +82,7 @@ def predict_main(argv: list[str] | None = None) -> int:
                 if not cv2.imwrite(str(target), annotate(image, faces)):
                     print(f"error: could not write {target}", file=sys.stderr)
                     failures += 1
+    failures += len(skipped)
     print(f"{images} image{'s' if images != 1 else ''}, {faces_found} face{'s' if faces_found != 1 else ''}"
           f"{f', {failures} skipped' if failures else ''}" + (f"; results in {args.output}" if args.output else ""),
           file=sys.stderr)

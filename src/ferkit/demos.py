@@ -13,7 +13,7 @@ from pathlib import Path
 
 import cv2
 
-from ferkit.media import IMAGE_SUFFIXES, FpsMeter, annotate, describe, open_video, read_image
+from ferkit.media import IMAGE_SUFFIXES, FpsMeter, annotate, describe, open_video, read_images
 from ferkit.pipeline import add_pipeline_arguments, pipeline_from_args
 
 EXAMPLES_DIR = Path(__file__).parent / "examples"
@@ -26,7 +26,7 @@ def example_images() -> list[Path]:
 
 def image_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ferkit image", description="Detect faces and their emotions in images.")
-    parser.add_argument("paths", nargs="*", help="image files (default: the bundled example photos)")
+    parser.add_argument("paths", nargs="*", help="image files or folders (default: the bundled example photos)")
     parser.add_argument("--out", help="annotated output: a file for one image, else a folder "
                                       "(default: <name>_annotated.jpg in the folder 'annotated/')")
     add_pipeline_arguments(parser, video=False)
@@ -34,26 +34,20 @@ def image_main(argv: list[str] | None = None) -> int:
 
     paths = [Path(p) for p in args.paths] or example_images()
     pipeline = pipeline_from_args(args)
-    failures = 0
-    for path in paths:
-        try:
-            image = read_image(path)
-        except (FileNotFoundError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            failures += 1
-            continue
+    failures: list[str] = []
+    for path, _, image in read_images(paths, failures):
         faces = pipeline.process_image(image)
         print(f"{path}: {len(faces) or 'no'} face{'s' if len(faces) != 1 else ''} found")
         for line in describe(faces):
             print("  " + line)
-        if args.out and len(paths) == 1 and Path(args.out).suffix:
+        if args.out and len(paths) == 1 and not paths[0].is_dir() and Path(args.out).suffix:
             target = Path(args.out)
         else:
             target = Path(args.out or "annotated") / f"{path.stem}_annotated.jpg"
         target.parent.mkdir(parents=True, exist_ok=True)
         if not cv2.imwrite(str(target), annotate(image, faces)):
             print(f"error: could not write {target}", file=sys.stderr)
-            failures += 1
+            failures.append(str(target))
             continue
         print(f"  annotated image: {target}")
     return 1 if failures else 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -38,6 +39,19 @@ def find_images(paths: Sequence[str | Path]) -> Iterator[tuple[Path, Path]]:
                 yield path, path.relative_to(given)
         else:
             yield given, Path(given.name)
+
+
+def read_images(paths: Sequence[str | Path], skipped: list[str]) -> Iterator[tuple[Path, Path, np.ndarray]]:
+    """``(path, name, image)`` for every readable image of :func:`find_images`; each unreadable or
+    missing one is reported on standard error, appended to ``skipped`` and passed over."""
+    for path, name in find_images(paths):
+        try:
+            image = read_image(path)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"skipped: {e}", file=sys.stderr)
+            skipped.append(str(e))
+            continue
+        yield path, name, image
 
 
 def annotate(frame: np.ndarray, faces: Sequence[FacePrediction], fps: float | None = None) -> np.ndarray:
