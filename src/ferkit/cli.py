@@ -6,6 +6,7 @@
     ferkit predict   PATH... [--output faces.csv|faces.jsonl] [--annotate DIR]     # images and folders
     ferkit video     IN [--out annotated.mp4] [--csv timeline.csv] [--plot timeline.png]
     ferkit webcam    [--camera 0]                                                  # q quits, s saves a screenshot
+    ferkit serve     [--host 127.0.0.1] [--port 8000] [--model PATH]               # web service and live page
     ferkit export    CHECKPOINT [--weights OUT.pt] [--onnx OUT.onnx [--int8 --calibration-data CSV]] [--torchscript OUT]
 """
 
@@ -82,6 +83,14 @@ def _calibration_faces(data: str, count: int):
     return pixels[np.sort(pick)]
 
 
+def serve_main(argv: list[str] | None = None) -> int:
+    try:  # the service's dependencies are an extra: the other commands work without them
+        from ferkit.serving import serve_main as main
+    except ImportError as e:
+        raise ImportError(f"ferkit serve needs the serve extra ({e}): pip install 'ferkit[serve]'") from None
+    return main(argv)
+
+
 def _commands():
     from ferkit.batch import predict_main
     from ferkit.demos import image_main, webcam_main
@@ -89,7 +98,7 @@ def _commands():
     from ferkit.video import video_main
 
     return {"train": train_main, "evaluate": evaluate_main, "image": image_main, "predict": predict_main,
-            "video": video_main, "webcam": webcam_main, "export": export_main}
+            "video": video_main, "webcam": webcam_main, "serve": serve_main, "export": export_main}
 
 
 def main(argv: list[str] | None = None) -> int:

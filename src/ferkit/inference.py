@@ -86,11 +86,12 @@ def resize_face(face: np.ndarray) -> np.ndarray:
     return cv2.resize(face, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
-def load_classifier(checkpoint: Path, backend: str = "auto", device: torch.device | None = None):
+def load_classifier(checkpoint: Path, backend: str = "auto", device: torch.device | None = None,
+                    threads: int | None = None) -> OnnxClassifier | TorchClassifier:
     """The classifier for a checkpoint (``.pth``/``.pt``) or an ONNX export (``.onnx``).
 
     ``backend``: ``torch``; ``onnx`` (ONNX Runtime, CPU); ``auto``: ONNX Runtime when the device is
-    the CPU and it is installed, else PyTorch.
+    the CPU and it is installed, else PyTorch. ``threads``: ONNX Runtime's threads (default: all cores).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
@@ -98,14 +99,14 @@ def load_classifier(checkpoint: Path, backend: str = "auto", device: torch.devic
     if checkpoint.suffix == ".onnx":
         if backend == "torch":
             raise ValueError(f"{checkpoint}: an ONNX model runs on the onnx backend, not torch")
-        return OnnxClassifier(checkpoint)
+        return OnnxClassifier(checkpoint, threads=threads)
     ckpt = load_checkpoint(checkpoint)
     use_onnx = backend == "onnx" or (backend == "auto" and device.type == "cpu" and onnxruntime_available())
     if use_onnx:
         if device.type != "cpu":
             raise ValueError(f"the onnx backend runs on the CPU, not {device}")
         exported = BUNDLED_ONNX if checkpoint == BUNDLED_MODEL and BUNDLED_ONNX.is_file() else cached_onnx(checkpoint)
-        return OnnxClassifier(exported, class_names=ckpt["class_names"])
+        return OnnxClassifier(exported, class_names=ckpt["class_names"], threads=threads)
     return TorchClassifier(model_from_checkpoint(ckpt, checkpoint), ckpt["class_names"], device)
 
 
@@ -116,15 +117,16 @@ class EmotionPredictor:
     ``device``: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ...
     ``backend``: ``"auto"`` (ONNX Runtime on the CPU when installed), ``"torch"`` or ``"onnx"``.
     ``margin``: the crop margin for boxes passed in (default: the one that suits Haar boxes).
+    ``threads``: ONNX Runtime's threads (default: one per core).
     """
 
     def __init__(
         self, checkpoint: str | os.PathLike | None = None, device: str = "auto", margin: float | None = None,
-        backend: str = "auto",
+        backend: str = "auto", threads: int | None = None,
     ) -> None:
         self.checkpoint_path = Path(checkpoint) if checkpoint is not None else bundled_model_path()
         self.device = resolve_device(device)
-        self.classifier = load_classifier(self.checkpoint_path, backend, self.device)
+        self.classifier = load_classifier(self.checkpoint_path, backend, self.device, threads)
         self.backend: str = self.classifier.name
         self.class_names: tuple[str, ...] = self.classifier.class_names
         self.margin = HaarDetector.margin if margin is None else margin
@@ -151,10 +153,13 @@ class EmotionPredictor:
         """Emotion name, class index and class probabilities of the face at ``box = (x, y, w, h)``."""
         return self.predict_faces(frame_bgr, [box])[0]
 
-    def predict_frame(self, frame: np.ndarray, detector: FaceDetector | str = "haar") -> list[FacePrediction]:
+    def predict_frame(
+        self, frame: np.ndarray, detector: FaceDetector | str = "haar", detect_scale: float = 1.0
+    ) -> list[FacePrediction]:
         """Detect every face in ``frame`` (with the named detector, or one made by
-        :func:`ferkit.detection.create_detector`) and classify them all, cropped with its margin."""
+        :func:`ferkit.detection.create_detector`; on a copy shrunk by ``detect_scale``) and classify
+        them all, cropped from the full frame with the detector's margin."""
         detector = get_detector(detector) if isinstance(detector, str) else detector
-        boxes = detector(frame)
+        boxes = detector(frame, detect_scale)
         results = self.predict_faces(frame, boxes, detector.margin)
         return [FacePrediction(b, e, i, p) for b, (e, i, p) in zip(boxes, results, strict=True)]

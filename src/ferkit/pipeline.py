@@ -80,9 +80,12 @@ class FacePipeline:
             faces.append(FacePrediction(track.box, self.class_names[index], index, smoothed, track.track_id))
         return faces
 
-    def process_image(self, image: np.ndarray) -> list[FacePrediction]:
-        """The faces of one still image (full-size detection; ids are face indices, largest first)."""
-        faces = self.predictor.predict_frame(image, self.detector)
+    def process_image(self, image: np.ndarray, max_side: int | None = None) -> list[FacePrediction]:
+        """The faces of one still image (ids are face indices, largest first). Detection runs at full
+        size, or on a copy whose longer side is ``max_side`` pixels if the image is larger."""
+        longest = max(image.shape[:2]) if isinstance(image, np.ndarray) and image.ndim >= 2 else 0
+        scale = min(1.0, max_side / longest) if max_side and longest else 1.0
+        faces = self.predictor.predict_frame(image, self.detector, scale)
         return [FacePrediction(f.box, f.emotion, f.index, f.probabilities, i) for i, f in enumerate(faces)]
 
     def reset(self) -> None:
