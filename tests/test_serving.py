@@ -20,7 +20,7 @@ LIMITS = {"max_upload_bytes": 2_000_000, "max_batch": 3, "max_pixels": 2_000_000
 
 @pytest.fixture(scope="module")
 def app(random_checkpoint):
-    return create_app(ServiceConfig(model=str(random_checkpoint), device="cpu", workers=2, **LIMITS))
+    return create_app(ServiceConfig(model=str(random_checkpoint), device="cpu", pipelines=2, **LIMITS))
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def test_health_and_model(client):
 
 
 def test_bundled_model_reports_its_accuracy():
-    model = TestClient(create_app(ServiceConfig(device="cpu", workers=1))).get("/v1/model").json()
+    model = TestClient(create_app(ServiceConfig(device="cpu"))).get("/v1/model").json()
     assert model["name"] == "fer_resnet18_cpu"
     assert 0.6 < model["accuracy"]["onnxruntime_int8"]["PrivateTest"] < 0.8
 
@@ -128,11 +128,20 @@ def test_page_is_self_contained(client):
 
 # The schema is built at import (schemathesis's fixture loader does not work with this pytest), on the
 # bundled model: a fuzzed request must get a 2xx or a 4xx, never a 5xx.
-api_schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(ServiceConfig(device="cpu", workers=1,
-                                                                                     **LIMITS)))
+api_schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(ServiceConfig(device="cpu", **LIMITS)))
 
 
 @api_schema.parametrize()
 @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
 def test_fuzz_never_a_server_error(case):
     case.call_and_validate(checks=[not_a_server_error])
+
+
+def test_worker_processes(random_checkpoint, face_jpeg):
+    app = create_app(ServiceConfig(model=str(random_checkpoint), device="cpu", **LIMITS), processes=2)
+    with TestClient(app) as client:  # the context runs the app's lifespan: workers stop at the end
+        with ThreadPoolExecutor(4) as pool:
+            responses = list(pool.map(lambda _: _post(client, face_jpeg), range(8)))
+        assert [len(r.json()["faces"]) for r in responses] == [1] * 8
+        response = _post(client, b"not an image at all")  # an error raised in a worker keeps its status
+        assert response.status_code == 415 and "not an image" in response.json()["detail"]
