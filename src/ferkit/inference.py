@@ -56,8 +56,8 @@ def bundled_model_path() -> Path:
 
 def crop_face(gray: np.ndarray, box: Box, margin: float = HaarDetector.margin) -> np.ndarray:
     """A square 48x48 crop centred on ``box``, its side the box's longer side widened by ``margin``
-    of it on each side (narrowed if negative: FER2013 frames faces tighter than detectors box them, see
-    ``benchmarks/crop_margin.py``); parts beyond the frame's edge are filled by repeating the edge."""
+    of it on each side (narrowed if negative; ``benchmarks/crop_margin.py`` measures the margin that
+    frames each detector's boxes like FER2013); parts beyond the frame's edge repeat the edge pixels."""
     if not -0.5 < margin:
         raise ValueError(f"margin must be above -0.5, got {margin}")
     x, y, w, h = (int(v) for v in box)
