@@ -57,6 +57,14 @@ def _to_uint8(frame: np.ndarray) -> np.ndarray:
     raise ValueError(f"frame shape {frame.shape} is not an image (H x W, H x W x 1, 3 or 4)")
 
 
+def shrink(image: np.ndarray, factor: float) -> np.ndarray:
+    """``image`` resized by ``factor`` (at most 1) with area averaging; at least one pixel a side."""
+    if factor >= 1:
+        return image
+    h, w = image.shape[:2]
+    return cv2.resize(image, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=cv2.INTER_AREA)
+
+
 class FaceDetector:
     """Base of the detectors: ``detector(frame, scale=1.0)`` returns boxes, largest first.
 
@@ -73,11 +81,7 @@ class FaceDetector:
     def __call__(self, frame: np.ndarray, scale: float = 1.0) -> list[Box]:
         if not 0 < scale <= 1:
             raise ValueError(f"detection scale must be in (0, 1], got {scale}")
-        if scale < 1:
-            h, w = frame.shape[:2]
-            size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
-        boxes = self._detect(frame, max(1, round(self.min_size * scale)))
+        boxes = self._detect(shrink(frame, scale), max(1, round(self.min_size * scale)))
         if scale < 1:
             boxes = [tuple(round(v / scale) for v in b) for b in boxes]
         return sorted(boxes, key=lambda b: -b[2] * b[3])
@@ -95,9 +99,13 @@ class HaarDetector(FaceDetector):
     def __init__(self, min_size: int = 30, scale_factor: float = 1.1, min_neighbors: int = 5) -> None:
         super().__init__(min_size)
         self.scale_factor, self.min_neighbors = scale_factor, min_neighbors
+        path = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
+        self._cascade = cv2.CascadeClassifier(path)  # its own: detectors in different threads share nothing
+        if self._cascade.empty():
+            raise RuntimeError(f"could not load OpenCV's Haar cascade from {path}")
 
     def _detect(self, frame: np.ndarray, min_size: int) -> list[Box]:
-        found = _haar_cascade().detectMultiScale(
+        found = self._cascade.detectMultiScale(
             to_gray(frame), scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
             minSize=(min_size, min_size),
         )
@@ -125,26 +133,14 @@ class YuNetDetector(FaceDetector):
 
     def _detect(self, frame: np.ndarray, min_size: int) -> list[Box]:
         frame = to_bgr(frame)
-        h, w = frame.shape[:2]
-        shrink = min(1.0, self.max_side / max(h, w))
-        if shrink < 1:
-            frame = cv2.resize(frame, (round(w * shrink), round(h * shrink)), interpolation=cv2.INTER_AREA)
-        rows = self._detect_raw(np.ascontiguousarray(frame))
+        factor = min(1.0, self.max_side / max(frame.shape[:2]))
+        rows = self._detect_raw(np.ascontiguousarray(shrink(frame, factor)))
         boxes = []
         for row in rows:  # score (0-100), x, y, w, h, five landmarks
-            box = tuple(int(round(int(v) / shrink)) for v in row[1:5])
+            box = tuple(int(round(int(v) / factor)) for v in row[1:5])
             if row[0] >= 100 * self.confidence and min(box[2], box[3]) >= min_size:
                 boxes.append(box)
         return boxes
-
-
-@lru_cache(maxsize=1)
-def _haar_cascade() -> cv2.CascadeClassifier:
-    path = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
-    cascade = cv2.CascadeClassifier(path)
-    if cascade.empty():
-        raise RuntimeError(f"could not load OpenCV's Haar cascade from {path}")
-    return cascade
 
 
 def create_detector(name: str = "haar", **options) -> FaceDetector:
@@ -164,5 +160,6 @@ def detect_faces(frame: np.ndarray, min_size: int | None = None, detector: str =
 
 @lru_cache(maxsize=8)
 def get_detector(name: str = "haar", min_size: int | None = None) -> FaceDetector:
-    """A shared detector with default settings (made once per name and size)."""
+    """A detector with default settings, made once per name and size and shared by its callers (for
+    detectors that threads run side by side, make one each with :func:`create_detector`)."""
     return create_detector(name) if min_size is None else create_detector(name, min_size=min_size)

@@ -36,7 +36,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from ferkit.data import EMOTIONS_7, class_mapping
-from ferkit.detection import DETECTORS
+from ferkit.detection import DETECTORS, create_detector
 from ferkit.inference import BACKENDS, BUNDLED_MODEL, EmotionPredictor, FacePrediction
 from ferkit.pipeline import FacePipeline
 
@@ -112,7 +112,7 @@ class PipelinePool:
         self.free: queue.Queue[FacePipeline] = queue.Queue()
         for _ in range(max(1, config.pipelines)):
             predictor = EmotionPredictor(config.model, config.device, backend=config.backend, threads=config.threads)
-            self.free.put(FacePipeline(predictor, config.detector))
+            self.free.put(FacePipeline(predictor, create_detector(config.detector)))
         self.sample = self.free.queue[0]
 
     @contextmanager

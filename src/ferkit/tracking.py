@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from ferkit.detection import Box
+from ferkit.detection import Box, shrink
 
 TEMPLATE_WIDTH = 32  # faces are followed between detections at this width: cheap, and enough detail
 ZOOMS = (1 / 1.08, 1.0, 1.08)  # sizes tried when following: a face may grow or shrink between frames
@@ -112,8 +112,7 @@ def follow(gray: np.ndarray, track: Track, min_score: float = 0.5) -> bool:
     x1, y1 = min(width, x + w + pad_x), min(height, y + h + pad_y)
     if x1 - x0 < 2 or y1 - y0 < 2:
         return False
-    region = cv2.resize(gray[y0:y1, x0:x1], (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))),
-                        interpolation=cv2.INTER_AREA)
+    region = shrink(gray[y0:y1, x0:x1], scale)
     best = (min_score, None)
     for zoom in ZOOMS:
         template = track.template if zoom == 1 else cv2.resize(track.template, None, fx=zoom, fy=zoom)
@@ -139,7 +138,5 @@ def remember(gray: np.ndarray, track: Track) -> None:
         track.template = None  # too little of it is visible to follow: wait for the next detection
         return
     scale = min(1.0, TEMPLATE_WIDTH / w)
-    patch = gray[y0:y1, x0:x1]
-    track.template = cv2.resize(patch, (max(1, round(patch.shape[1] * scale)), max(1, round(patch.shape[0] * scale))),
-                                interpolation=cv2.INTER_AREA)
+    track.template = shrink(gray[y0:y1, x0:x1], scale)
     track.template_offset = (x0 - x, y0 - y)
