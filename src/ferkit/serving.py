@@ -52,8 +52,8 @@ class ServiceConfig:
     ``pipelines``: requests analysed side by side in this process, each pipeline with its own
     detector and ONNX Runtime session of ``threads`` threads. ``max_side``: larger images are shrunk
     to this longer side for detection (faces are still cropped from the full image). The default
-    detector is YuNet: on a 640x480 photo at 320 pixels it takes about 9 ms where Haar takes 27 ms
-    (``benchmarks/serve_load.py``), and it finds more faces (``benchmarks/detector_recall.py``).
+    detector is YuNet: faster than Haar at the same size (8 clients of ``benchmarks/serve_load.py``:
+    p99 84 ms against 239 ms) and it finds more faces (``benchmarks/detector_recall.py``).
     """
 
     model: str | None = None
