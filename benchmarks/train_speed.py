@@ -30,6 +30,7 @@ from ferkit.model import create_model, resolve_device, uses_bf16
 from ferkit.train import (
     Distributed,
     _train_epoch,
+    fine_to_class,
     make_loss,
     make_optimizer,
     make_scheduler,
@@ -65,11 +66,11 @@ def main() -> None:
                          precision=args.precision)
     arrays = load_fer2013(args.data) if args.data else random_arrays()
     arrays = Fer2013Arrays(arrays.pixels, arrays.emotion, np.zeros(len(arrays.emotion), np.int8))  # all Training
-    images, labels = split_tensors(arrays, USAGES[0], cfg.classes, device)
+    images, labels = split_tensors(arrays, USAGES[0], cfg.label_classes, device)
 
     def run(pipeline: str):
         torch.manual_seed(cfg.seed)
-        model = create_model(cfg.classes, stem=cfg.stem).to(device)
+        model = create_model(cfg.classes, stem=cfg.stem, fine_to_class=fine_to_class(cfg)).to(device)
         if pipeline == "engine" and uses_bf16(cfg.precision, device):
             model = model.to(memory_format=torch.channels_last)
         optimizer = make_optimizer(model, cfg)
@@ -81,7 +82,8 @@ def main() -> None:
             source = lambda: tensor_batches(images, labels, cfg, shuffle, aug, Distributed())  # noqa: E731
         else:
             transform = partial(augment_sample, flip=cfg.flip, rotation=cfg.rotation, min_crop=cfg.min_crop)
-            loader = create_dataloaders(arrays, cfg.batch_size, cfg.classes, args.workers, cfg.seed, transform)["train"]
+            loader = create_dataloaders(arrays, cfg.batch_size, cfg.label_classes, args.workers, cfg.seed,
+                                        transform)["train"]
             source = lambda: iter(loader)  # noqa: E731
         plain_cfg = cfg if pipeline == "engine" else resolve_config(args.recipe, device=str(device), precision="fp32")
 

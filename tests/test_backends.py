@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from ferkit.backends import OnnxClassifier, export_onnx, export_torchscript
-from ferkit.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from ferkit.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, model_from_checkpoint, save_atomic
 from ferkit.inference import EmotionPredictor
+from ferkit.model import create_model
 
 pytest.importorskip("onnxruntime")
 
@@ -87,3 +88,19 @@ def test_evaluate_an_onnx_export(onnx_model, fer_csv):
 
     record = evaluate_checkpoint(onnx_model, fer_csv, "PrivateTest")
     assert record["num_samples"] == 32 and record["precision"] == "onnxruntime" and 0 <= record["accuracy"] <= 1
+
+
+def test_fine_label_model_exports(tmp_path):
+    """A model fitted on the 7 labels and merged into 4 classes exports with its merge."""
+    torch.manual_seed(0)
+    model = create_model(4, fine_to_class=[0, 0, 1, 2, 1, 3, 3]).eval()
+    path = tmp_path / "fine.pth"
+    save_atomic(make_checkpoint(model, epoch=0, val_accuracy=0.0, config={}), path)
+    x = torch.rand(5, 1, 48, 48)
+    with torch.no_grad():
+        expected = model(x).softmax(1)
+    onnx_scores = OnnxClassifier(export_onnx(path, tmp_path / "fine.onnx"))(x.numpy())
+    assert np.abs(torch.from_numpy(onnx_scores).softmax(1) - expected).max() < 1e-4
+    scripted = torch.jit.load(str(export_torchscript(path, tmp_path / "fine.torchscript")))
+    with torch.no_grad():
+        assert torch.allclose(scripted(x).softmax(1), expected, atol=1e-5)

@@ -29,9 +29,13 @@ def test_every_recipe_runs_a_tiny_epoch(fer_csv, tmp_path, recipe):
 def test_every_option_trains(fer_csv, tmp_path):
     options = dict(optimizer="sgd", lr=0.05, weight_decay=5e-4, schedule="cosine", warmup_epochs=0.5,
                    label_smoothing=0.1, class_weights=True, sampler="balanced", shift=0.1, erasing=0.5,
-                   mixup=0.2, cutmix=1.0, ema=0.9, tta="tencrop", stem="cifar", epochs=2, early_stopping=1)
+                   mixup=0.2, cutmix=1.0, ema=0.9, tta="tencrop", stem="cifar", epochs=2, early_stopping=1,
+                   fine_labels=True)
     record = train(_cfg(fer_csv, tmp_path / "all", **options))
     assert record["config"]["tta"] == "tencrop" and record["best_epoch"] >= 1
+    best = load_checkpoint(tmp_path / "all" / BEST_CHECKPOINT)  # 7 fine outputs, merged into the 4 classes
+    assert best["model_config"]["fine_to_class"] == [0, 0, 1, 2, 1, 3, 3]
+    assert best["model_state_dict"]["fc.weight"].shape == (7, 512) and len(best["class_names"]) == 4
     record = train(_cfg(fer_csv, tmp_path / "focal", loss="focal", optimizer="adamw", schedule="onecycle",
                         tta="flip", classes=7))
     assert len(record["class_names"]) == 7

@@ -77,3 +77,24 @@ def test_torchvision_layout_loads_both_ways():
 def test_unknown_stem():
     with pytest.raises(ValueError, match="stem"):
         create_model(4, stem="vgg")
+
+
+def test_fine_labels_merge_into_class_probabilities():
+    groups = [0, 0, 1, 2, 1, 3, 3]  # FER2013's 7 labels -> the 4 classes
+    model = create_model(4, fine_to_class=groups).eval()
+    assert count_parameters(model) == count_parameters(create_model(7))
+    x = torch.rand(3, 1, 48, 48)
+    fine = model(x, merge=False)
+    assert fine.shape == (3, 7)
+    merged_by_hand = fine.softmax(1) @ torch.eye(4)[groups]
+    torch.testing.assert_close(model(x).softmax(1), merged_by_hand)
+    # the weights are a 7-class torchvision resnet18's
+    ref = _RefResNet18(7).eval()
+    ref.load_state_dict(model.state_dict(), strict=True)
+    torch.testing.assert_close(ref(x), fine)
+
+
+@pytest.mark.parametrize("groups", [[0, 0, 1, 1, 2, 2, 2], [0, 1, 2, 3, 4, 0, 1]])
+def test_fine_labels_must_cover_every_class(groups):
+    with pytest.raises(ValueError, match="fine_to_class"):
+        create_model(4, fine_to_class=groups)

@@ -115,6 +115,8 @@ def export_onnx(
         fp32 = Path(tmp) / "fp32.onnx"
         with warnings.catch_warnings():  # the TorchScript-based exporter warns that it is deprecated; torch is pinned
             warnings.simplefilter("ignore", DeprecationWarning)
+            # it also passes forward's `merge=True` as a traced tensor, which is fine as a constant
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             torch.onnx.export(
                 model, (torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE),), str(fp32), input_names=[ONNX_INPUT],
                 output_names=[ONNX_OUTPUT], dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}},

@@ -63,7 +63,8 @@ def make_checkpoint(
         "format": FORMAT,
         "version": VERSION,
         "model_config": {"arch": "resnet18", "num_classes": model.num_classes,
-                         "in_channels": model.in_channels, "stem": model.stem},
+                         "in_channels": model.in_channels, "stem": model.stem,
+                         **({"fine_to_class": model.fine_to_class} if model.fine_to_class else {})},
         "model_state_dict": state,
         "epoch": int(epoch),
         "val_accuracy": float(val_accuracy),
@@ -147,8 +148,9 @@ def model_from_checkpoint(
     if cfg.get("in_channels", 1) != 1:
         raise CheckpointError(f"{path}: the model takes {cfg['in_channels']} input channels, ferkit feeds 1")
     try:
-        model = create_model(cfg["num_classes"], stem=cfg.get("stem", "imagenet"))
-    except ValueError as e:
+        model = create_model(cfg["num_classes"], stem=cfg.get("stem", "imagenet"),
+                             fine_to_class=cfg.get("fine_to_class"))
+    except (ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: {e}") from None
     state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["model_state_dict"].items()}
     try:

@@ -5,9 +5,15 @@ Parameter names follow torchvision's ``resnet18`` (``conv1``, ``bn1``, ``layer1.
 num_classes=N)`` once its ``conv1`` takes one channel. The ``imagenet`` stem (7x7 stride-2 conv and
 max-pool) is the seed recipe's; the ``cifar`` stem (3x3 stride-1 conv, no pool) keeps more
 resolution for 48x48 inputs.
+
+A model trained on finer labels than it reports (``fine_to_class``: FER2013's seven emotions for
+the 4-class task) has one ``fc`` output per fine label and returns, for each class, the log-sum-exp
+of its fine labels' logits: their softmax is exactly the summed fine-label probabilities.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -39,13 +45,20 @@ class BasicBlock(nn.Module):
 
 
 class FerResNet18(nn.Module):
-    """ResNet-18 (2-2-2-2 basic blocks) taking (B, in_channels, 48, 48) and returning logits."""
+    """ResNet-18 (2-2-2-2 basic blocks) taking (B, in_channels, 48, 48) and returning class scores
+    (B, num_classes): logits, or merged fine-label scores when ``fine_to_class`` is given."""
 
-    def __init__(self, num_classes: int = 4, in_channels: int = 1, stem: str = "imagenet") -> None:
+    def __init__(self, num_classes: int = 4, in_channels: int = 1, stem: str = "imagenet",
+                 fine_to_class: Sequence[int] | None = None) -> None:
         super().__init__()
         if stem not in STEMS:
             raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
+        if fine_to_class is not None and sorted(set(fine_to_class)) != list(range(num_classes)):
+            raise ValueError(f"fine_to_class must map fine labels onto every class 0-{num_classes - 1}, "
+                             f"got {list(fine_to_class)}")
         self.num_classes, self.in_channels, self.stem = num_classes, in_channels, stem
+        self.fine_to_class = None if fine_to_class is None else [int(c) for c in fine_to_class]
+        self._groups = [[f for f, c in enumerate(self.fine_to_class or ()) if c == k] for k in range(num_classes)]
         if stem == "imagenet":
             self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
             self.maxpool: nn.Module = nn.MaxPool2d(3, 2, 1)
@@ -59,7 +72,7 @@ class FerResNet18(nn.Module):
         self.layer3 = self._make_layer(128, 256, 2)
         self.layer4 = self._make_layer(256, 512, 2)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(512, num_classes)
+        self.fc = nn.Linear(512, num_classes if fine_to_class is None else len(fine_to_class))
         self._init_weights()
 
     @staticmethod
@@ -75,15 +88,22 @@ class FerResNet18(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, merge: bool = True) -> torch.Tensor:
+        """Class scores; ``merge=False`` returns the ``fc`` logits as they are (the fine labels' logits
+        of a model with ``fine_to_class``, which is what training fits)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        logits = self.fc(torch.flatten(self.avgpool(x), 1))
+        if self.fine_to_class is None or not merge:
+            return logits
+        logits = logits.float()  # sums of probabilities: not in bf16
+        return torch.stack([torch.logsumexp(logits[:, g], dim=1) for g in self._groups], dim=1)
 
 
-def create_model(num_classes: int = 4, stem: str = "imagenet", in_channels: int = 1) -> FerResNet18:
+def create_model(num_classes: int = 4, stem: str = "imagenet", in_channels: int = 1,
+                 fine_to_class: Sequence[int] | None = None) -> FerResNet18:
     """A randomly initialized ResNet-18 for FER (never pretrained)."""
-    return FerResNet18(num_classes=num_classes, in_channels=in_channels, stem=stem)
+    return FerResNet18(num_classes=num_classes, in_channels=in_channels, stem=stem, fine_to_class=fine_to_class)
 
 
 def count_parameters(model: nn.Module) -> int:
