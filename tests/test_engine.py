@@ -59,8 +59,12 @@ def test_resume_matches_an_uninterrupted_run(fer_csv, tmp_path, monkeypatch):
         train(_cfg(fer_csv, tmp_path / "split", **options))
     assert load_checkpoint(tmp_path / "split" / LAST_CHECKPOINT)["epoch"] == 2
     monkeypatch.setattr(train_module, "_train_epoch", real_epoch)
+    # a run saved before --fine-labels existed resumes as it ran (without it), whatever --recipe says
+    last = torch.load(tmp_path / "split" / LAST_CHECKPOINT, weights_only=True)
+    del last["config"]["fine_labels"]
+    torch.save(last, tmp_path / "split" / LAST_CHECKPOINT)
     # resume with only the run flags: the recipe comes from last.pth
-    record = train(resolve_config("seed", data=str(fer_csv), out=str(tmp_path / "split"), device="cpu",
+    record = train(resolve_config("cpu", data=str(fer_csv), out=str(tmp_path / "split"), device="cpu",
                                   resume=True))
 
     whole = load_checkpoint(tmp_path / "whole" / LAST_CHECKPOINT)["model_state_dict"]

@@ -366,8 +366,10 @@ def train(cfg: TrainConfig, arrays: Fer2013Arrays | None = None) -> dict[str, An
     if cfg.resume and resumed is None:
         print(f"--resume: no {last_path} yet, starting from scratch")
     if resumed is not None:  # the saved recipe wins: a resumed run must be the same run
+        # (a field newer than the run takes its seed default: the behaviour before the field existed)
+        seed = {k: v for k, v in dataclasses.asdict(TrainConfig()).items() if k not in RUN_FIELDS}
         saved = {k: v for k, v in resumed["config"].items() if k not in RUN_FIELDS}
-        cfg = dataclasses.replace(cfg, **saved)
+        cfg = dataclasses.replace(cfg, **{**seed, **saved})
     check_config(cfg)
     ddp, device = setup_distributed(resolve_device(cfg.device))
     show = ddp.main
