@@ -34,8 +34,8 @@ from tqdm import tqdm
 from ferkit.augment import augment_batch, augment_sample, mix_batch, random_erasing
 from ferkit.checkpoint import load_checkpoint, make_checkpoint, model_from_checkpoint, save_atomic
 from ferkit.data import (
-    MAP_7_TO_4,
     Fer2013Arrays,
+    class_mapping,
     class_names,
     create_dataloaders,
     describe_splits,
@@ -193,7 +193,7 @@ def split_tensors(arrays: Fer2013Arrays, split: str, num_classes: int, device: t
 
 def fine_to_class(cfg: TrainConfig) -> list[int] | None:
     """The model's fine-label merge: FER2013's 7 labels into the 4 classes with ``fine_labels``."""
-    return list(MAP_7_TO_4) if cfg.fine_labels and cfg.classes == 4 else None
+    return class_mapping(cfg.classes) if cfg.fine_labels and cfg.classes == 4 else None
 
 
 def epoch_order(labels: torch.Tensor, cfg: TrainConfig, generator: torch.Generator) -> torch.Tensor:
@@ -367,9 +367,9 @@ def train(cfg: TrainConfig, arrays: Fer2013Arrays | None = None) -> dict[str, An
         print(f"--resume: no {last_path} yet, starting from scratch")
     if resumed is not None:  # the saved recipe wins: a resumed run must be the same run
         # (a field newer than the run takes its seed default: the behaviour before the field existed)
-        seed = {k: v for k, v in dataclasses.asdict(TrainConfig()).items() if k not in RUN_FIELDS}
+        defaults = {k: v for k, v in dataclasses.asdict(TrainConfig()).items() if k not in RUN_FIELDS}
         saved = {k: v for k, v in resumed["config"].items() if k not in RUN_FIELDS}
-        cfg = dataclasses.replace(cfg, **{**seed, **saved})
+        cfg = dataclasses.replace(cfg, **{**defaults, **saved})
     check_config(cfg)
     ddp, device = setup_distributed(resolve_device(cfg.device))
     show = ddp.main
