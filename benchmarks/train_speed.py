@@ -6,9 +6,10 @@ against a plain per-sample ``Dataset`` + ``DataLoader`` pipeline, in the same ru
 Both pipelines run the same model, optimizer and training step (``ferkit.train._train_epoch``) for
 ``--steps`` steps, alternating ``--repeats`` times; the medians give images/s, seconds per epoch
 (28,709 training images) and their ratio. Without ``--data`` it times random images of FER2013's
-shape. The engine runs the recipe's options as configured (e.g. ``--compile``, channels_last and
-bf16 on CUDA, ``--precision bf16`` on CPUs with bf16 instructions); the plain pipeline runs the
-same model eagerly, contiguous, in fp32.
+shape. The engine runs the recipe's options as configured (e.g. ``--compile``; channels_last and
+bf16 autocast with ``--precision auto`` where the device has bf16 arithmetic: CUDA GPUs from Ampere
+on, CPUs with AVX512-BF16 or AMX); the plain pipeline runs the same model eagerly, contiguous, in
+fp32, as a plain PyTorch script would. ``--precision fp32`` times the data path alone.
 """
 
 from __future__ import annotations
@@ -108,7 +109,8 @@ def main() -> None:
             rates[name].append(timed(args.steps))
     median = {k: statistics.median(v) for k, v in rates.items()}
     name = machine(device)
-    print(f"{args.recipe} recipe, engine precision {cfg.precision}, batch {cfg.batch_size}, "
+    precision = "bf16" if uses_bf16(cfg.precision, device) else "fp32"
+    print(f"{args.recipe} recipe, engine precision {precision}, batch {cfg.batch_size}, "
           f"{args.steps} steps x {args.repeats}, on {device}: {name}, "
           f"{torch.get_num_threads()} threads")
     for k, label in (("engine", "ferkit engine (on-device batched augmentation)"),
@@ -118,8 +120,8 @@ def main() -> None:
     print(f"  speed-up: {median['engine'] / median['plain']:.2f}x")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"recipe": args.recipe, "device": str(device), "device_name": name, "rates": rates,
-                       "median": median, "speedup": median["engine"] / median["plain"]}, f, indent=2)
+            json.dump({"recipe": args.recipe, "precision": precision, "device": str(device), "device_name": name,
+                       "rates": rates, "median": median, "speedup": median["engine"] / median["plain"]}, f, indent=2)
 
 
 if __name__ == "__main__":

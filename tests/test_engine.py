@@ -12,6 +12,7 @@ import torch
 
 from ferkit import train as train_module
 from ferkit.checkpoint import load_checkpoint
+from ferkit.model import native_bf16
 from ferkit.train import BEST_CHECKPOINT, LAST_CHECKPOINT, RECIPES, resolve_config, train
 
 
@@ -24,6 +25,8 @@ def _cfg(fer_csv, out, recipe="seed", **overrides):
 def test_every_recipe_runs_a_tiny_epoch(fer_csv, tmp_path, recipe):
     record = train(_cfg(fer_csv, tmp_path / recipe, recipe))
     assert record["config"]["recipe"] == recipe and 0 <= record["accuracy"] <= 1
+    ran_bf16 = RECIPES[recipe].get("precision") == "bf16" or native_bf16(torch.device("cpu"))
+    assert record["config"]["precision"] == ("bf16" if ran_bf16 else "fp32")  # what ran, never "auto"
 
 
 def test_every_option_trains(fer_csv, tmp_path):

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from ferkit.model import count_parameters, create_model
+from ferkit.model import count_parameters, create_model, native_bf16, uses_bf16
 
 
 @pytest.mark.parametrize("stem, classes", [("imagenet", 4), ("cifar", 7)])
@@ -98,3 +98,12 @@ def test_fine_labels_merge_into_class_probabilities():
 def test_fine_labels_must_cover_every_class(groups):
     with pytest.raises(ValueError, match="fine_to_class"):
         create_model(4, fine_to_class=groups)
+
+
+@pytest.mark.parametrize("capabilities, native", [({"avx512_bf16": True}, True), ({"amx_bf16": True}, True),
+                                                   ({"avx512_bf16": False, "avx2": True}, False), ({}, False)])
+def test_auto_precision_is_bf16_only_where_the_cpu_has_bf16_arithmetic(monkeypatch, capabilities, native):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities)
+    cpu = torch.device("cpu")
+    assert native_bf16(cpu) is native and uses_bf16("auto", cpu) is native
+    assert uses_bf16("bf16", cpu) and not uses_bf16("fp32", cpu)

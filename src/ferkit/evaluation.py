@@ -39,15 +39,14 @@ def predict_logits(
     batch_size: int = 256,
     device: torch.device | str = "cpu",
     tta: str = "none",
-    bf16: bool | None = None,
+    bf16: bool = False,
 ) -> torch.Tensor:
     """Scores (N, classes) on the CPU for uint8 (N, 1, 48, 48) or float [0, 1] images: logits, or
     with test-time augmentation the log of the views' mean probabilities (argmax and cross-entropy
-    read both alike). ``bf16``: autocast to bfloat16 (default: on CUDA only)."""
+    read both alike). ``bf16``: autocast to bfloat16 with channels_last."""
     if isinstance(model, nn.Module):
         model.eval()
     device = torch.device(device)
-    bf16 = device.type == "cuda" if bf16 is None else bf16
     out = []
     for i in range(0, len(images), batch_size):
         x = images[i : i + batch_size].to(device, non_blocking=True)
@@ -205,8 +204,7 @@ def evaluate_checkpoint(
         classifier = OnnxClassifier(checkpoint)
         ckpt = {"class_names": classifier.class_names}
         tta, precision = tta or "none", classifier.name
-        logits = predict_logits(lambda x: torch.from_numpy(classifier(x.numpy())), images, batch_size, "cpu", tta,
-                                bf16=False)
+        logits = predict_logits(lambda x: torch.from_numpy(classifier(x.numpy())), images, batch_size, "cpu", tta)
     else:
         ckpt = load_checkpoint(checkpoint)
         dev = resolve_device(device)

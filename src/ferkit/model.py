@@ -123,7 +123,18 @@ def resolve_device(device: str = "auto") -> torch.device:
 PRECISIONS = ("auto", "bf16", "fp32")
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes in bfloat16 natively: CUDA GPUs from Ampere on, CPUs with
+    AVX512-BF16 or AMX. Elsewhere bf16 is emulated and slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        capabilities = torch.cpu.get_capabilities()
+        return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
+    return False
+
+
 def uses_bf16(precision: str, device: torch.device) -> bool:
-    """Whether to autocast to bfloat16 (with channels_last): ``auto`` means on CUDA only, since on
-    CPUs it pays only where they have bf16 instructions (AVX512-BF16, AMX)."""
-    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    """Whether to autocast to bfloat16 (with channels_last): ``auto`` means where the device has
+    bf16 arithmetic (:func:`native_bf16`)."""
+    return precision == "bf16" or (precision == "auto" and native_bf16(device))
