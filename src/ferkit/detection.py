@@ -94,7 +94,7 @@ class HaarDetector(FaceDetector):
     """OpenCV's frontal-face Haar cascade (``haarcascade_frontalface_default.xml``)."""
 
     name = "haar"
-    margin = 0.0  # benchmarks/crop_margin.py: best on PublicTest (71.5% vs 70.3% at -0.05 and 66.6% at 0.1)
+    margin = 0.0  # benchmarks/crop_margin.py: best on PublicTest (70.9% vs 70.4% at -0.05 and 66.1% at 0.1)
 
     def __init__(self, min_size: int = 30, scale_factor: float = 1.1, min_neighbors: int = 5) -> None:
         super().__init__(min_size)
@@ -120,7 +120,7 @@ class YuNetDetector(FaceDetector):
     """
 
     name = "yunet"
-    margin = -0.05  # benchmarks/crop_margin.py: best on PublicTest (70.7% vs 69.2% at 0 and 63.3% at 0.1)
+    margin = -0.05  # benchmarks/crop_margin.py: best on PublicTest (70.7% vs 69.4% at 0 and 62.6% at 0.1)
 
     def __init__(self, min_size: int = 20, confidence: float = 0.7, max_side: int = 960) -> None:
         super().__init__(min_size)
