@@ -27,7 +27,7 @@ from common import machine
 
 from ferkit.augment import augment_sample
 from ferkit.data import USAGES, Fer2013Arrays, create_dataloaders, load_fer2013
-from ferkit.model import create_model, resolve_device, uses_bf16
+from ferkit.model import create_model, resolve_device, resolve_precision, uses_bf16
 from ferkit.train import (
     Distributed,
     _train_epoch,
@@ -109,7 +109,7 @@ def main() -> None:
             rates[name].append(timed(args.steps))
     median = {k: statistics.median(v) for k, v in rates.items()}
     name = machine(device)
-    precision = "bf16" if uses_bf16(cfg.precision, device) else "fp32"
+    precision = resolve_precision(cfg.precision, device)
     print(f"{args.recipe} recipe, engine precision {precision}, batch {cfg.batch_size}, "
           f"{args.steps} steps x {args.repeats}, on {device}: {name}, "
           f"{torch.get_num_threads()} threads")

@@ -138,3 +138,8 @@ def uses_bf16(precision: str, device: torch.device) -> bool:
     """Whether to autocast to bfloat16 (with channels_last): ``auto`` means where the device has
     bf16 arithmetic (:func:`native_bf16`)."""
     return precision == "bf16" or (precision == "auto" and native_bf16(device))
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision that runs on ``device``: ``bf16`` or ``fp32`` (``auto`` resolved)."""
+    return "bf16" if uses_bf16(precision, device) else "fp32"

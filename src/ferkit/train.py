@@ -43,7 +43,15 @@ from ferkit.data import (
     map_labels,
 )
 from ferkit.evaluation import TTA_MODES, classification_metrics, plot_history, predict_logits, write_reports
-from ferkit.model import PRECISIONS, STEMS, count_parameters, create_model, resolve_device, uses_bf16
+from ferkit.model import (
+    PRECISIONS,
+    STEMS,
+    count_parameters,
+    create_model,
+    resolve_device,
+    resolve_precision,
+    uses_bf16,
+)
 
 BEST_CHECKPOINT = "fer_resnet18_best.pth"
 LAST_CHECKPOINT = "last.pth"
@@ -375,7 +383,7 @@ def train(cfg: TrainConfig, arrays: Fer2013Arrays | None = None) -> dict[str, An
     check_config(cfg)
     ddp, device = setup_distributed(resolve_device(cfg.device))
     # the checkpoint records the precision that ran, not "auto", so scoring it later repeats it
-    cfg = dataclasses.replace(cfg, precision="bf16" if uses_bf16(cfg.precision, device) else "fp32")
+    cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision, device))
     show = ddp.main
     log = print if show else (lambda *a, **k: None)
     out.mkdir(parents=True, exist_ok=True)
