@@ -13,15 +13,7 @@ import torch
 from ferkit import train as train_module
 from ferkit.checkpoint import load_checkpoint
 from ferkit.model import native_bf16
-from ferkit.train import (
-    BEST_CHECKPOINT,
-    LAST_CHECKPOINT,
-    RECIPES,
-    check_config,
-    epoch_resolution,
-    resolve_config,
-    train,
-)
+from ferkit.train import BEST_CHECKPOINT, LAST_CHECKPOINT, RECIPES, resolve_config, train
 
 
 def _cfg(fer_csv, out, recipe="seed", **overrides):
@@ -41,7 +33,7 @@ def test_every_option_trains(fer_csv, tmp_path):
     options = dict(optimizer="sgd", lr=0.05, weight_decay=5e-4, schedule="cosine", warmup_epochs=0.5,
                    label_smoothing=0.1, class_weights=True, sampler="balanced", shift=0.1, erasing=0.5,
                    mixup=0.2, cutmix=1.0, ema=0.9, tta="tencrop", stem="cifar", epochs=2, early_stopping=1,
-                   fine_labels=True, low_res=32, low_res_epochs=1)
+                   fine_labels=True)
     record = train(_cfg(fer_csv, tmp_path / "all", **options))
     assert record["config"]["tta"] == "tencrop" and record["best_epoch"] >= 1
     best = load_checkpoint(tmp_path / "all" / BEST_CHECKPOINT)  # 7 fine outputs, merged into the 4 classes
@@ -52,30 +44,8 @@ def test_every_option_trains(fer_csv, tmp_path):
     assert len(record["class_names"]) == 7
 
 
-def test_low_resolution_first_epochs(fer_csv, tmp_path, monkeypatch):
-    cfg = resolve_config("seed", low_res=32, low_res_epochs=2)
-    assert [epoch_resolution(cfg, epoch) for epoch in (1, 2, 3)] == [32, 32, None]
-    with pytest.raises(ValueError, match="--low-res"):
-        check_config(resolve_config("seed", low_res=64))
-    with pytest.raises(ValueError, match="--pipeline tensor"):
-        check_config(resolve_config("seed", low_res=32, low_res_epochs=1, pipeline="dataloader"))
-
-    sides = []
-    real_augment = train_module.augment_batch
-
-    def spy(*args, **kwargs):
-        out = real_augment(*args, **kwargs)
-        sides.append(out.shape[-1])
-        return out
-
-    monkeypatch.setattr(train_module, "augment_batch", spy)
-    train(_cfg(fer_csv, tmp_path / "low", epochs=2, low_res=24, low_res_epochs=1, batch_size=64))
-    per_epoch = len(sides) // 2
-    assert sides == [24] * per_epoch + [48] * per_epoch  # the model still validates and tests at 48x48
-
-
 def test_resume_matches_an_uninterrupted_run(fer_csv, tmp_path, monkeypatch):
-    options = dict(epochs=3, ema=0.9, mixup=0.2, erasing=0.3, schedule="cosine", low_res=32, low_res_epochs=2)
+    options = dict(epochs=3, ema=0.9, mixup=0.2, erasing=0.3, schedule="cosine")
     train(_cfg(fer_csv, tmp_path / "whole", **options))
 
     real_epoch = train_module._train_epoch

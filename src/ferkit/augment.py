@@ -52,15 +52,11 @@ def augment_batch(
     rotation: float = 10.0,
     min_crop: float = 0.9,
     shift: float = 0.0,
-    size: int | None = None,
 ) -> torch.Tensor:
     """Flip, rotate, crop and shift a float batch (B, C, H, W) in one resample; pixels brought in
-    from outside the image are 0. ``size``: the side of the square output (default: the input's),
-    so a crop can be resized to a lower resolution in the same resample."""
-    b, c, h, w = images.shape
-    theta = random_affine(b, generator, images.device, flip, rotation, min_crop, shift)
-    out_shape = [b, c, size, size] if size else [b, c, h, w]
-    grid = F.affine_grid(theta.to(images.dtype), out_shape, align_corners=False)
+    from outside the image are 0."""
+    theta = random_affine(images.shape[0], generator, images.device, flip, rotation, min_crop, shift)
+    grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 

@@ -96,8 +96,6 @@ class TrainConfig:
     rotation: float = 10.0
     min_crop: float = 0.9
     shift: float = 0.0
-    low_res: int = 0  # side in pixels of the training images of the first low_res_epochs epochs (0: off)
-    low_res_epochs: int = 0
     erasing: float = 0.0  # random-erasing probability
     mixup: float = 0.0  # mixup alpha (0: off)
     cutmix: float = 0.0  # cutmix alpha (0: off)
@@ -164,11 +162,8 @@ def check_config(cfg: TrainConfig) -> None:
             raise ValueError(f"--{field.replace('_', '-')} must be one of {allowed}, got {getattr(cfg, field)!r}")
     if cfg.epochs < 1 or cfg.batch_size < 2 or cfg.lr <= 0:
         raise ValueError("--epochs must be >= 1, --batch-size >= 2 and --lr > 0")
-    if cfg.low_res and not 8 <= cfg.low_res <= 48:
-        raise ValueError(f"--low-res must be 0 (off) or between 8 and 48 pixels, got {cfg.low_res}")
-    if cfg.pipeline == "dataloader" and (cfg.sampler != "shuffle" or cfg.erasing or cfg.mixup or cfg.cutmix
-                                         or cfg.low_res):
-        raise ValueError("--pipeline dataloader runs flip, rotation, crop and shift only; use --pipeline tensor")
+    if cfg.pipeline == "dataloader" and (cfg.sampler != "shuffle" or cfg.erasing or cfg.mixup or cfg.cutmix):
+        raise ValueError("--pipeline dataloader runs the geometric augmentation only; use --pipeline tensor")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -220,18 +215,12 @@ def epoch_order(labels: torch.Tensor, cfg: TrainConfig, generator: torch.Generat
     return torch.randperm(len(labels), generator=generator)
 
 
-def epoch_resolution(cfg: TrainConfig, epoch: int) -> int | None:
-    """The side of this epoch's training images: ``low_res`` for the first ``low_res_epochs``
-    epochs (progressive resizing: a 32x32 epoch costs about 40% of a 48x48 one), else the data's."""
-    return cfg.low_res if cfg.low_res and epoch <= cfg.low_res_epochs else None
-
-
 def tensor_batches(
     images: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig, shuffle: torch.Generator,
-    aug: torch.Generator, ddp: Distributed, size: int | None = None,
+    aug: torch.Generator, ddp: Distributed,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """One epoch of augmented float batches (``size`` x ``size`` if given), made on the images'
-    device; under torchrun each process takes its share of every global batch."""
+    """One epoch of augmented float batches, made on the images' device; under torchrun each
+    process takes its share of every global batch."""
     order = epoch_order(labels, cfg, shuffle).to(images.device)
     batch = cfg.batch_size
     stop = len(order) if ddp.world == 1 else len(order) - len(order) % batch  # equal shares for all ranks
@@ -239,8 +228,7 @@ def tensor_batches(
         idx = order[start : start + batch][ddp.rank :: ddp.world]
         if len(idx) < 2:  # batch norm needs two samples
             continue
-        x = augment_batch(images[idx].float().div_(255), aug, cfg.flip, cfg.rotation, cfg.min_crop, cfg.shift,
-                          size)
+        x = augment_batch(images[idx].float().div_(255), aug, cfg.flip, cfg.rotation, cfg.min_crop, cfg.shift)
         if cfg.erasing > 0:
             x = random_erasing(x, cfg.erasing, aug)
         yield x, labels[idx]
@@ -454,11 +442,10 @@ def train(cfg: TrainConfig, arrays: Fer2013Arrays | None = None) -> dict[str, An
     started = time.perf_counter()
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        size = epoch_resolution(cfg, epoch)
         if loader is not None:
             batches = loader
         else:
-            batches = tensor_batches(x_train, y_train, cfg, shuffle, aug, ddp, size)
+            batches = tensor_batches(x_train, y_train, cfg, shuffle, aug, ddp)
         lr = optimizer.param_groups[0]["lr"]
         train_loss, train_acc = _train_epoch(
             train_model, batches, steps_per_epoch, optimizer, scheduler, schedule_unit == "step", loss_fn, ema, cfg,
@@ -490,8 +477,7 @@ def train(cfg: TrainConfig, arrays: Fer2013Arrays | None = None) -> dict[str, An
                                         optimizer_state=optimizer.state_dict(),
                                         scheduler_state=scheduler.state_dict(), extra=extra), last_path)
         log(f"epoch {epoch:>3}/{cfg.epochs} | train loss {train_loss:.4f} acc {train_acc:.4f} | "
-            f"val loss {val_loss:.4f} acc {val_acc:.4f}{' *' if improved else ''} | lr {lr:.2e} | {seconds:.1f}s"
-            f"{f' | trained at {size}x{size}' if size else ''}",
+            f"val loss {val_loss:.4f} acc {val_acc:.4f}{' *' if improved else ''} | lr {lr:.2e} | {seconds:.1f}s",
             flush=True)
         if cfg.early_stopping and state.epochs_without_improvement >= cfg.early_stopping:
             log(f"early stopping: no better PublicTest accuracy for {cfg.early_stopping} epochs")
