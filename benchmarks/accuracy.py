@@ -55,8 +55,8 @@ def main() -> None:
         out.mkdir(parents=True, exist_ok=True)
         with open(out / "train.log", "w") as log, contextlib.redirect_stdout(Tee(sys.stdout, log)):
             record = train(cfg)
-        summary[f"{classes}-class"] = {k: record[k] for k in ("val_accuracy", "accuracy", "best_epoch",
-                                                               "train_seconds", "device")}
+        summary[f"{classes}-class"] = {k: record[k] for k in ("val_accuracy", "public_test_accuracy", "accuracy",
+                                                               "tta", "best_epoch", "train_seconds", "device")}
         summary["recipe"] = cfg.recipe
         summary["machine"] = machine(torch.device(record["device"]))
     path = Path(args.reports) / summary["recipe"] / "summary.json"

@@ -12,6 +12,7 @@ import torch
 
 from ferkit import train as train_module
 from ferkit.checkpoint import load_checkpoint
+from ferkit.evaluation import evaluate_checkpoint
 from ferkit.model import native_bf16
 from ferkit.train import BEST_CHECKPOINT, LAST_CHECKPOINT, RECIPES, resolve_config, train
 
@@ -42,6 +43,23 @@ def test_every_option_trains(fer_csv, tmp_path):
     record = train(_cfg(fer_csv, tmp_path / "focal", loss="focal", optimizer="adamw", schedule="onecycle",
                         tta="flip", classes=7))
     assert len(record["class_names"]) == 7
+
+
+def test_checkpoint_chosen_with_val_tta_and_scored_with_tta(fer_csv, tmp_path, monkeypatch):
+    scored_with = []
+    real_predict = train_module.predict_logits
+
+    def spy(model, images, batch_size, device, tta, bf16):
+        scored_with.append(tta)
+        return real_predict(model, images, batch_size, device, tta, bf16)
+
+    monkeypatch.setattr(train_module, "predict_logits", spy)
+    record = train(_cfg(fer_csv, tmp_path / "run", epochs=2, tta="tencrop", val_tta="flip"))
+    # two epochs chosen between with flip; the chosen checkpoint scored on PublicTest and PrivateTest with ten-crop
+    assert scored_with == ["flip", "flip", "tencrop", "tencrop"]
+    public = evaluate_checkpoint(tmp_path / "run" / BEST_CHECKPOINT, fer_csv, split="PublicTest", device="cpu")
+    assert public["tta"] == "tencrop" and record["tta"] == "tencrop"
+    assert record["public_test_accuracy"] == public["accuracy"]
 
 
 def test_resume_matches_an_uninterrupted_run(fer_csv, tmp_path, monkeypatch):

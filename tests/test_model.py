@@ -16,6 +16,15 @@ def test_parameter_count():
     assert count_parameters(create_model(7)) == 11_172_292 + 3 * 513
 
 
+def test_zero_init_residual_starts_each_block_as_the_identity():
+    model = create_model(4, zero_init_residual=True).eval()
+    block = model.layer1[1]  # no downsample: the block returns relu(x) when its residual branch is zero
+    x = torch.randn(2, 64, 12, 12)
+    assert torch.equal(block(x), torch.relu(x))
+    assert all(b.bn2.weight.eq(0).all() for layer in (model.layer1, model.layer4) for b in layer)
+    assert not create_model(4).layer1[1].bn2.weight.eq(0).any()  # off by default, as torchvision
+
+
 class _RefBlock(nn.Module):
     """torchvision.models.resnet.BasicBlock, written out independently of ferkit."""
 

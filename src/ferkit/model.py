@@ -49,7 +49,7 @@ class FerResNet18(nn.Module):
     (B, num_classes): logits, or merged fine-label scores when ``fine_to_class`` is given."""
 
     def __init__(self, num_classes: int = 4, in_channels: int = 1, stem: str = "imagenet",
-                 fine_to_class: Sequence[int] | None = None) -> None:
+                 fine_to_class: Sequence[int] | None = None, zero_init_residual: bool = False) -> None:
         super().__init__()
         if stem not in STEMS:
             raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
@@ -73,20 +73,25 @@ class FerResNet18(nn.Module):
         self.layer4 = self._make_layer(256, 512, 2)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(512, num_classes if fine_to_class is None else len(fine_to_class))
-        self._init_weights()
+        self._init_weights(zero_init_residual)
 
     @staticmethod
     def _make_layer(in_planes: int, planes: int, stride: int) -> nn.Sequential:
         return nn.Sequential(BasicBlock(in_planes, planes, stride), BasicBlock(planes, planes, 1))
 
-    def _init_weights(self) -> None:
-        # torchvision's initialization: He-normal convs, unit BN scale, zero BN shift.
+    def _init_weights(self, zero_init_residual: bool) -> None:
+        # torchvision's initialization: He-normal convs, unit BN scale, zero BN shift; optionally each
+        # block's last BN scale at zero, so every block starts as the identity (Goyal et al. 2017).
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        if zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, BasicBlock):
+                    nn.init.zeros_(m.bn2.weight)
 
     def forward(self, x: torch.Tensor, merge: bool = True) -> torch.Tensor:
         """Class scores; ``merge=False`` returns the ``fc`` logits as they are (the fine labels' logits
@@ -101,9 +106,11 @@ class FerResNet18(nn.Module):
 
 
 def create_model(num_classes: int = 4, stem: str = "imagenet", in_channels: int = 1,
-                 fine_to_class: Sequence[int] | None = None) -> FerResNet18:
-    """A randomly initialized ResNet-18 for FER (never pretrained)."""
-    return FerResNet18(num_classes=num_classes, in_channels=in_channels, stem=stem, fine_to_class=fine_to_class)
+                 fine_to_class: Sequence[int] | None = None, zero_init_residual: bool = False) -> FerResNet18:
+    """A randomly initialized ResNet-18 for FER (never pretrained); ``zero_init_residual`` starts each
+    residual block as the identity."""
+    return FerResNet18(num_classes=num_classes, in_channels=in_channels, stem=stem, fine_to_class=fine_to_class,
+                       zero_init_residual=zero_init_residual)
 
 
 def count_parameters(model: nn.Module) -> int:
