@@ -79,3 +79,23 @@ def face_image() -> np.ndarray:
     scene = np.random.default_rng(0).integers(90, 140, size=(480, 640, 3)).astype(np.uint8)
     scene[120:360, 215:425] = face
     return scene
+
+
+FERPLUS_HEADER = "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"
+# FER+'s vote columns (after Usage and Image name) for each FER2013 label 0-6
+FERPLUS_COLUMN_OF_LABEL = (4, 5, 6, 1, 3, 2, 0)
+
+
+def ferplus_lines(sizes: dict[str, int] = SPLIT_SIZES) -> list[str]:
+    """FER+ votes for :func:`synthetic_rows`: 7 for each row's label, 3 for neutral; row 1 dropped."""
+    lines = [FERPLUS_HEADER]
+    i = 0
+    for usage, n in sizes.items():
+        for _ in range(n):
+            votes = [0] * 10
+            if i != 1:
+                votes[FERPLUS_COLUMN_OF_LABEL[i % 7]] += 7
+                votes[0] += 3
+            lines.append(f"{usage},{'' if i == 1 else f'fer{i:07d}.png'},{','.join(map(str, votes))}")
+            i += 1
+    return lines

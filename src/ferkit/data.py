@@ -29,6 +29,10 @@ MAP_7_TO_4 = (0, 0, 1, 2, 1, 3, 3)
 USAGES = ("Training", "PublicTest", "PrivateTest")
 SPLIT_ALIASES = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
 CACHE_VERSION = 1
+# FER+ (Barsoum et al. 2016): ten annotators' votes for every row of the original fer2013.csv.
+FERPLUS_VOTES = Path(__file__).parent / "labels" / "fer2013new.csv.gz"
+# Its vote columns in FER2013's label order (contempt, unknown and not-a-face have no FER2013 label).
+FERPLUS_COLUMNS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
 TOO_MANY_DIGITS = np.iinfo(np.int16).max  # marks a pixel value of four digits or more
 
 
@@ -197,6 +201,45 @@ def parse_fer2013_csv(path: str | os.PathLike, skip_bad_rows: bool = False) -> F
         usage=np.asarray(usage, dtype=np.int8)[keep],
         bad_rows=tuple(bad),
     )
+
+
+def load_ferplus_votes(arrays: Fer2013Arrays, path: str | os.PathLike | None = None) -> np.ndarray:
+    """FER+'s annotator votes for every row of ``arrays``: (N, 7) counts over FER2013's labels.
+
+    FER+ (``path``, default: the copy shipped in ``ferkit/labels``) describes the original
+    ``fer2013.csv`` row by row, so ``arrays`` must hold every row of it in order; the Usage of each
+    row is checked. Rows FER+ dropped, or whose votes all went to contempt, unknown or not-a-face,
+    have no votes (all zero).
+    """
+    import csv
+
+    path = Path(path or FERPLUS_VOTES)
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rt", newline="") as f:
+            rows = list(csv.reader(f))
+    except (OSError, EOFError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path}: cannot read FER+ votes ({e})") from None
+    header = rows[0] if rows else []
+    missing = [c for c in ("Usage", *FERPLUS_COLUMNS) if c not in header]
+    if missing:
+        raise DataError(f"{path}: line 1: not a FER+ fer2013new.csv, it lacks column(s) {missing}")
+    rows = [r for r in rows[1:] if r]
+    if len(rows) != len(arrays.usage):
+        raise DataError(f"{path}: FER+ votes for {len(rows)} rows, but the data has {len(arrays.usage)} rows"
+                        f"{f' ({len(arrays.bad_rows)} bad rows skipped)' if arrays.bad_rows else ''}: FER+ "
+                        "labels the original fer2013.csv row by row, so every row must be there, in order")
+    col_usage, col_votes = header.index("Usage"), [header.index(c) for c in FERPLUS_COLUMNS]
+    usage_index = {u: i for i, u in enumerate(USAGES)}
+    votes = np.zeros((len(rows), len(FERPLUS_COLUMNS)), dtype=np.float32)
+    for i, row in enumerate(rows):
+        if usage_index.get(row[col_usage]) != arrays.usage[i]:
+            raise DataError(f"{path}: line {i + 2}: Usage {row[col_usage]!r} differs from the data's "
+                            f"{USAGES[arrays.usage[i]]!r}: these votes belong to another file or row order")
+        try:
+            votes[i] = [float(row[c] or 0) for c in col_votes]
+        except (ValueError, IndexError):
+            raise DataError(f"{path}: line {i + 2}: vote counts must be numbers, got {row}") from None
+    return votes
 
 
 # ----------------------------------------------------------------------------------------------

@@ -34,12 +34,14 @@ from tqdm import tqdm
 from ferkit.augment import augment_batch, augment_sample, mix_batch, random_erasing
 from ferkit.checkpoint import load_checkpoint, make_checkpoint, model_from_checkpoint, save_atomic
 from ferkit.data import (
+    USAGES,
     Fer2013Arrays,
     class_mapping,
     class_names,
     create_dataloaders,
     describe_splits,
     load_fer2013,
+    load_ferplus_votes,
     map_labels,
 )
 from ferkit.evaluation import TTA_MODES, classification_metrics, plot_history, predict_logits, write_reports
@@ -91,6 +93,7 @@ class TrainConfig:
     loss: str = "ce"  # ce | focal
     focal_gamma: float = 2.0
     label_smoothing: float = 0.0
+    smoothing_prior: str = "uniform"  # what label smoothing moves toward: uniform | ferplus (FER+'s votes)
     class_weights: bool = False  # weight the loss by inverse class frequency
     sampler: str = "shuffle"  # shuffle | balanced (classes drawn equally often)
     flip: float = 0.5
@@ -146,8 +149,8 @@ RECIPES: dict[str, dict[str, Any]] = {
 CHOICES: dict[str, tuple] = {
     "optimizer": ("adam", "adamw", "sgd"), "schedule": ("step", "cosine", "onecycle", "constant"),
     "stem": STEMS, "pipeline": ("tensor", "dataloader"), "classes": (4, 7), "recipe": tuple(RECIPES),
-    "loss": ("ce", "focal"), "sampler": ("shuffle", "balanced"), "tta": TTA_MODES,
-    "val_tta": ("", *TTA_MODES), "precision": PRECISIONS,
+    "loss": ("ce", "focal"), "smoothing_prior": ("uniform", "ferplus"), "sampler": ("shuffle", "balanced"),
+    "tta": TTA_MODES, "val_tta": ("", *TTA_MODES), "precision": PRECISIONS,
 }
 
 
@@ -166,8 +169,12 @@ def check_config(cfg: TrainConfig) -> None:
             raise ValueError(f"--{field.replace('_', '-')} must be one of {allowed}, got {getattr(cfg, field)!r}")
     if cfg.epochs < 1 or cfg.batch_size < 2 or cfg.lr <= 0:
         raise ValueError("--epochs must be >= 1, --batch-size >= 2 and --lr > 0")
-    if cfg.pipeline == "dataloader" and (cfg.sampler != "shuffle" or cfg.erasing or cfg.mixup or cfg.cutmix):
-        raise ValueError("--pipeline dataloader runs the geometric augmentation only; use --pipeline tensor")
+    if cfg.pipeline == "dataloader" and (cfg.sampler != "shuffle" or cfg.erasing or cfg.mixup or cfg.cutmix
+                                         or cfg.smoothing_prior != "uniform"):
+        raise ValueError("--pipeline dataloader runs the geometric augmentation and hard labels only; "
+                         "use --pipeline tensor")
+    if cfg.smoothing_prior == "ferplus" and cfg.loss == "focal":
+        raise ValueError("--smoothing-prior ferplus makes soft targets, which --loss focal does not take")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -205,6 +212,17 @@ def split_tensors(arrays: Fer2013Arrays, split: str, num_classes: int, device: t
     return images, labels
 
 
+def ferplus_targets(arrays: Fer2013Arrays, labels: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """Training targets smoothed toward FER+'s annotator votes: (1 - e) * one-hot + e * the image's
+    vote shares, merged into the labels being fitted (uniform where FER+ has no votes)."""
+    votes = load_ferplus_votes(arrays)[arrays.usage == USAGES.index("Training")]
+    k = cfg.label_classes
+    votes = votes @ np.eye(k, dtype=np.float32)[class_mapping(k)]  # FER2013's 7 labels -> the k fitted
+    total = votes.sum(1, keepdims=True)
+    prior = torch.from_numpy(np.where(total > 0, votes / np.maximum(total, 1), 1 / k)).to(labels.device)
+    return (1 - cfg.label_smoothing) * F.one_hot(labels, k).float() + cfg.label_smoothing * prior
+
+
 def fine_to_class(cfg: TrainConfig) -> list[int] | None:
     """The model's fine-label merge: FER2013's 7 labels into the 4 classes with ``fine_labels``."""
     return class_mapping(cfg.classes) if cfg.fine_labels and cfg.classes == 4 else None
@@ -213,6 +231,7 @@ def fine_to_class(cfg: TrainConfig) -> list[int] | None:
 def epoch_order(labels: torch.Tensor, cfg: TrainConfig, generator: torch.Generator) -> torch.Tensor:
     """This epoch's sample order (on the CPU): a permutation, or class-balanced draws."""
     if cfg.sampler == "balanced":
+        labels = labels.argmax(1) if labels.ndim == 2 else labels  # soft targets: their main label
         counts = torch.bincount(labels.cpu(), minlength=cfg.label_classes).float()
         weights = (1 / counts.clamp(min=1))[labels.cpu()]
         return torch.multinomial(weights, len(labels), replacement=True, generator=generator)
@@ -274,8 +293,9 @@ def make_loss(cfg: TrainConfig, train_labels: torch.Tensor) -> Callable[[torch.T
     if cfg.class_weights:
         counts = torch.bincount(train_labels, minlength=cfg.label_classes).float()
         weight = (counts.sum() / (cfg.label_classes * counts.clamp(min=1))).to(train_labels.device)
-    if cfg.loss == "ce":
-        return partial(F.cross_entropy, weight=weight, label_smoothing=cfg.label_smoothing)
+    if cfg.loss == "ce":  # soft targets (--smoothing-prior ferplus) come smoothed already
+        smoothing = cfg.label_smoothing if cfg.smoothing_prior == "uniform" else 0.0
+        return partial(F.cross_entropy, weight=weight, label_smoothing=smoothing)
 
     def focal(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         ce = F.cross_entropy(logits, target, weight=weight, label_smoothing=cfg.label_smoothing, reduction="none")
@@ -335,7 +355,7 @@ def _train_epoch(model, batches, num_batches, optimizer, scheduler, per_step, lo
         if ema is not None:
             ema.update_parameters(model)
         loss_sum += loss.detach() * len(y)
-        correct += (logits.argmax(1) == y).sum()
+        correct += (logits.argmax(1) == (y.argmax(1) if y.ndim == 2 else y)).sum()
         seen += len(y)
         if show and (step % 50 == 0 or step == num_batches):
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}")
@@ -397,6 +417,7 @@ def train(cfg: TrainConfig, arrays: Fer2013Arrays | None = None) -> dict[str, An
     log(f"data: {cfg.data} ({cfg.classes} classes)\n{describe_splits(arrays, cfg.classes)}")
 
     x_train, y_train = split_tensors(arrays, "Training", cfg.label_classes, device)
+    train_targets = ferplus_targets(arrays, y_train, cfg) if cfg.smoothing_prior == "ferplus" else y_train
     x_val, y_val = split_tensors(arrays, "PublicTest", cfg.classes, device)
     model = create_model(cfg.classes, stem=cfg.stem, fine_to_class=fine_to_class(cfg),
                          zero_init_residual=cfg.zero_init_residual).to(device)
@@ -450,7 +471,7 @@ def train(cfg: TrainConfig, arrays: Fer2013Arrays | None = None) -> dict[str, An
         if loader is not None:
             batches = loader
         else:
-            batches = tensor_batches(x_train, y_train, cfg, shuffle, aug, ddp)
+            batches = tensor_batches(x_train, train_targets, cfg, shuffle, aug, ddp)
         lr = optimizer.param_groups[0]["lr"]
         train_loss, train_acc = _train_epoch(
             train_model, batches, steps_per_epoch, optimizer, scheduler, schedule_unit == "step", loss_fn, ema, cfg,
