@@ -56,12 +56,16 @@ class Fer2013Arrays:
     usage: np.ndarray
     bad_rows: tuple[BadRow, ...] = ()
 
-    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """Pixels and 7-class labels of one Usage split (``Training``/``train``, ``PublicTest``/``val``...)."""
+    def rows(self, name: str) -> np.ndarray:
+        """A boolean mask of one Usage split's rows (``Training``/``train``, ``PublicTest``/``val``...)."""
         usage = SPLIT_ALIASES.get(name, name)
         if usage not in USAGES:
             raise ValueError(f"unknown split {name!r}; expected one of {USAGES} or {tuple(SPLIT_ALIASES)}")
-        mask = self.usage == USAGES.index(usage)
+        return self.usage == USAGES.index(usage)
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Pixels and 7-class labels of one Usage split (``Training``/``train``, ``PublicTest``/``val``...)."""
+        mask = self.rows(name)
         return self.pixels[mask], self.emotion[mask]
 
 

@@ -34,7 +34,6 @@ from tqdm import tqdm
 from ferkit.augment import augment_batch, augment_sample, mix_batch, random_erasing
 from ferkit.checkpoint import load_checkpoint, make_checkpoint, model_from_checkpoint, save_atomic
 from ferkit.data import (
-    USAGES,
     Fer2013Arrays,
     class_mapping,
     class_names,
@@ -113,6 +112,11 @@ class TrainConfig:
     def label_classes(self) -> int:
         """How many labels training fits: FER2013's seven with ``fine_labels``, else the task's."""
         return 7 if self.fine_labels else self.classes
+
+    @property
+    def epoch_tta(self) -> str:
+        """The test-time augmentation of the per-epoch PublicTest scoring: ``val_tta``, else ``tta``."""
+        return self.val_tta or self.tta
 
 
 RUN_FIELDS = ("data", "out", "device", "workers", "pipeline", "compile", "resume", "skip_bad_rows",
@@ -215,7 +219,7 @@ def split_tensors(arrays: Fer2013Arrays, split: str, num_classes: int, device: t
 def ferplus_targets(arrays: Fer2013Arrays, labels: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     """Training targets smoothed toward FER+'s annotator votes: (1 - e) * one-hot + e * the image's
     vote shares, merged into the labels being fitted (uniform where FER+ has no votes)."""
-    votes = load_ferplus_votes(arrays)[arrays.usage == USAGES.index("Training")]
+    votes = load_ferplus_votes(arrays)[arrays.rows("Training")]
     k = cfg.label_classes
     votes = votes @ np.eye(k, dtype=np.float32)[class_mapping(k)]  # FER2013's 7 labels -> the k fitted
     total = votes.sum(1, keepdims=True)
@@ -228,10 +232,15 @@ def fine_to_class(cfg: TrainConfig) -> list[int] | None:
     return class_mapping(cfg.classes) if cfg.fine_labels and cfg.classes == 4 else None
 
 
+def hard_labels(targets: torch.Tensor) -> torch.Tensor:
+    """Class indices of a batch of labels or of soft targets (their largest entry)."""
+    return targets.argmax(1) if targets.ndim == 2 else targets
+
+
 def epoch_order(labels: torch.Tensor, cfg: TrainConfig, generator: torch.Generator) -> torch.Tensor:
     """This epoch's sample order (on the CPU): a permutation, or class-balanced draws."""
     if cfg.sampler == "balanced":
-        labels = labels.argmax(1) if labels.ndim == 2 else labels  # soft targets: their main label
+        labels = hard_labels(labels)
         counts = torch.bincount(labels.cpu(), minlength=cfg.label_classes).float()
         weights = (1 / counts.clamp(min=1))[labels.cpu()]
         return torch.multinomial(weights, len(labels), replacement=True, generator=generator)
@@ -355,7 +364,7 @@ def _train_epoch(model, batches, num_batches, optimizer, scheduler, per_step, lo
         if ema is not None:
             ema.update_parameters(model)
         loss_sum += loss.detach() * len(y)
-        correct += (logits.argmax(1) == (y.argmax(1) if y.ndim == 2 else y)).sum()
+        correct += (logits.argmax(1) == hard_labels(y)).sum()
         seen += len(y)
         if show and (step % 50 == 0 or step == num_batches):
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}")
@@ -479,7 +488,7 @@ def train(cfg: TrainConfig, arrays: Fer2013Arrays | None = None) -> dict[str, An
         if ddp.world > 1:  # keep every rank's batch-norm statistics equal to rank 0's
             for buffer in model.buffers():
                 dist.broadcast(buffer, 0)
-        val_loss, val_acc, _ = _score(eval_model, x_val, y_val, cfg, device, cfg.val_tta or cfg.tta)
+        val_loss, val_acc, _ = _score(eval_model, x_val, y_val, cfg, device, cfg.epoch_tta)
         if schedule_unit == "epoch":
             scheduler.step()
         seconds = time.perf_counter() - t0
@@ -519,7 +528,7 @@ def train(cfg: TrainConfig, arrays: Fer2013Arrays | None = None) -> dict[str, An
         # on PublicTest the same way when the per-epoch choice ran a cheaper test-time augmentation.
         best = model_from_checkpoint(load_checkpoint(out / BEST_CHECKPOINT), out / BEST_CHECKPOINT).to(device)
         public_accuracy = state.best_accuracy
-        if (cfg.val_tta or cfg.tta) != cfg.tta:
+        if cfg.epoch_tta != cfg.tta:
             _, public_accuracy, _ = _score(best, x_val, y_val, cfg, device, cfg.tta)
         x_test, y_test = split_tensors(arrays, "PrivateTest", cfg.classes, device)
         _, _, logits = _score(best, x_test, y_test, cfg, device, cfg.tta)
