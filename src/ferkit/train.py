@@ -131,7 +131,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     # autocast + channels_last on AVX512-BF16, batch 256: 25 epochs in 30 min), a one-cycle AdamW
     # schedule, label smoothing, a small shift, EMA weights, and the 4 classes learnt as FER2013's 7
     # labels (a merged class such as surprise+neutral is two looks). Each epoch is scored with flip
-    # test-time augmentation (4 s); the chosen checkpoint with ten-crop (20 s), which beat flip on
+    # test-time augmentation; the chosen checkpoint with ten-crop (five times the views), which beat flip on
     # PublicTest for all six checkpoints it was tried on (reports/cpu-v3..v5 and cpu, 4 and 7 classes).
     # Chosen on PublicTest over earlier tries: stronger augmentation in 16 epochs (reports/cpu-v1,
     # 69.38%), batch 128 for 18 epochs (reports/cpu-v2, 70.08%), these values for 22 epochs on the 4
