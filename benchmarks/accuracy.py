@@ -37,30 +37,33 @@ class Tee(io.TextIOBase):
         return len(text)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--classes", type=int, nargs="+", default=[4, 7], choices=(4, 7))
-    parser.add_argument("--reports", default="reports", help="parent folder of reports/<recipe>/")
-    # everything else is `ferkit train`'s own flags
+def run(classes: list[int], reports: str, train_argv: list[str], command: str) -> dict:
+    """Train ``ferkit train`` with ``train_argv`` once per class count; write and return the summary."""
     train_parser = argparse.ArgumentParser(add_help=False)
     add_train_arguments(train_parser)
-    args, rest = parser.parse_known_args()
-    summary: dict = {"command": "python benchmarks/accuracy.py " + " ".join(sys.argv[1:]),
-                     "date": datetime.date.today().isoformat()}
-    for classes in args.classes:
-        train_args = train_parser.parse_args([*rest, "--classes", str(classes)])
-        cfg = config_from_args(train_args)
-        out = Path(args.reports) / cfg.recipe / ("" if classes == 4 else "7class")
+    summary: dict = {"command": command, "date": datetime.date.today().isoformat()}
+    for n in classes:
+        cfg = config_from_args(train_parser.parse_args([*train_argv, "--classes", str(n)]))
+        out = Path(reports) / cfg.recipe / ("" if n == 4 else "7class")
         cfg.out = str(out)
         out.mkdir(parents=True, exist_ok=True)
         with open(out / "train.log", "w") as log, contextlib.redirect_stdout(Tee(sys.stdout, log)):
             record = train(cfg)
-        summary[f"{classes}-class"] = {k: record[k] for k in ("val_accuracy", "public_test_accuracy", "accuracy",
-                                                               "tta", "best_epoch", "train_seconds", "device")}
+        summary[f"{n}-class"] = {k: record[k] for k in ("val_accuracy", "public_test_accuracy", "accuracy",
+                                                         "tta", "best_epoch", "train_seconds", "device")}
         summary["recipe"] = cfg.recipe
         summary["machine"] = machine(torch.device(record["device"]))
-    path = Path(args.reports) / summary["recipe"] / "summary.json"
+    path = Path(reports) / summary["recipe"] / "summary.json"
     path.write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--classes", type=int, nargs="+", default=[4, 7], choices=(4, 7))
+    parser.add_argument("--reports", default="reports", help="parent folder of reports/<recipe>/")
+    args, rest = parser.parse_known_args()  # everything else is `ferkit train`'s own flags
+    summary = run(args.classes, args.reports, rest, "python benchmarks/accuracy.py " + " ".join(sys.argv[1:]))
     print(json.dumps(summary, indent=2))
 
 
