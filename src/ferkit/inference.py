@@ -48,7 +48,7 @@ class FacePrediction:
 
 
 def bundled_model_path() -> Path:
-    """The model that ships with ferkit: the ``cpu`` recipe's run in ``reports/cpu``, in fp16."""
+    """The model that ships with ferkit: the ``cpu`` recipe's run in ``reports/cpu-v9``, in fp16."""
     if not BUNDLED_MODEL.is_file():
         raise FileNotFoundError(f"the bundled model {BUNDLED_MODEL} is missing; pass a checkpoint path")
     return BUNDLED_MODEL
