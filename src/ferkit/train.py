@@ -132,7 +132,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     # schedule, label smoothing, a small shift, EMA weights, and the 4 classes learnt as FER2013's 7
     # labels (a merged class such as surprise+neutral is two looks). Each epoch is scored with flip
     # test-time augmentation; the chosen checkpoint with ten-crop (five times the views), which beat flip on
-    # PublicTest for all eleven checkpoints it was tried on (reports/cpu, cpu-v3..v5, cpu-v9, cpu-seeds).
+    # PublicTest for all twelve checkpoints it was tried on (reports/cpu, cpu-v3..v5, cpu-v9, cpu-seeds).
     # Chosen on PublicTest over earlier tries: stronger augmentation in 16 epochs (reports/cpu-v1,
     # 69.38%), batch 128 for 18 epochs (reports/cpu-v2, 70.08%), these values for 22 epochs on the 4
     # labels (reports/cpu-v3, 70.74%) and on the 7 (reports/cpu-v4, 71.91%), 25 epochs without EMA
