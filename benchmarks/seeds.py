@@ -1,6 +1,6 @@
 """Train a recipe once per seed and report how far its 4-class accuracy moves from seed to seed.
 
-    python benchmarks/seeds.py --recipe cpu --seeds 0 1 2 --data ../shared/data/fer2013.csv.gz --reports runs/seeds/lr3
+    python benchmarks/seeds.py --recipe cpu --seeds 0 1 2 --data ../shared/data/fer2013.csv.gz --reports runs/seeds/cpu
 
 Seed N trains through benchmarks/accuracy.py into ``<reports>/seed<N>/<recipe>/``. A seed whose
 ``summary.json`` is already there is not trained again, so an interrupted study goes on where it
