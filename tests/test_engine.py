@@ -135,3 +135,30 @@ def test_ddp_two_cpu_processes_stay_in_sync(fer_csv, tmp_path):
     assert "x 2 processes (16 images each per step)" in outputs[0]
     assert (tmp_path / "ddp" / BEST_CHECKPOINT).is_file() and (tmp_path / "ddp" / "metrics.json").is_file()
     assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["processes"] == 2
+
+
+def test_ema_is_torchs_average_without_its_host_syncs():
+    """train.EMA averages exactly as AveragedModel + get_ema_multi_avg_fn, with the same state_dict keys,
+    so last.pth files saved by either resume with the other."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    from ferkit.model import create_model
+
+    torch.manual_seed(0)
+    model = create_model(4)
+    ours = train_module.EMA(model, 0.9)
+    theirs = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(3):
+        model(torch.rand(4, 1, 48, 48)).sum().backward()  # train mode: batch norm's running stats move too
+        optimizer.step()
+        ours.update_parameters(model)
+        theirs.update_parameters(model)
+    a, b = ours.state_dict(), theirs.state_dict()
+    assert a.keys() == b.keys() and int(a["n_averaged"]) == 3
+    floats = [k for k in a if a[k].is_floating_point()]
+    assert len(floats) > 100 and all(torch.equal(a[k], b[k]) for k in floats)
+    assert not torch.equal(a["module.fc.weight"], model.state_dict()["fc.weight"])  # an average, not a copy
+    resumed = train_module.EMA(create_model(4), 0.9)
+    resumed.load_state_dict(b)
+    assert int(resumed.n_averaged) == 3 and torch.equal(resumed.module.fc.bias, theirs.module.fc.bias)

@@ -56,10 +56,10 @@ def predict_logits(
         with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
             views = [model(v).float() for v in tta_views(x, tta)]
         if tta == "none":
-            out.append(views[0].cpu())
+            out.append(views[0])
         else:
-            out.append(torch.stack([v.softmax(1) for v in views]).mean(0).log().cpu())
-    return torch.cat(out) if out else torch.empty(0)
+            out.append(torch.stack([v.softmax(1) for v in views]).mean(0).log())
+    return torch.cat(out).cpu() if out else torch.empty(0)  # one copy back: the device never waits in between
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, names: Sequence[str]) -> dict[str, Any]:

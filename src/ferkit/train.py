@@ -14,6 +14,7 @@ best epoch on PublicTest is checkpointed; ``last.pth`` is written (atomically) a
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import math
@@ -316,11 +317,37 @@ def make_loss(cfg: TrainConfig, train_labels: torch.Tensor) -> Callable[[torch.T
     return focal
 
 
-def make_ema(model: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
-    if decay <= 0:
-        return None
-    return torch.optim.swa_utils.AveragedModel(
-        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay), use_buffers=True)
+class EMA(torch.nn.Module):
+    """Exponential moving average of a model's weights and buffers, updated after every step.
+
+    The same average as ``torch.optim.swa_utils.AveragedModel`` with ``get_ema_multi_avg_fn`` (and
+    the same ``state_dict`` keys, ``module.*`` and ``n_averaged``), but that class moves its update
+    count to the GPU and reads it back at every step, a host sync per step; here the count stays on
+    the CPU. Integer buffers (batch norm's step counters) are copied, not averaged.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        super().__init__()
+        self.module = copy.deepcopy(model)
+        self.decay = decay
+        self.register_buffer("n_averaged", torch.tensor(0, dtype=torch.long))  # on the CPU: reading it costs nothing
+
+    @torch.no_grad()
+    def update_parameters(self, model: torch.nn.Module) -> None:
+        ema = [*self.module.parameters(), *self.module.buffers()]
+        current = [t.detach() for t in (*model.parameters(), *model.buffers())]
+        first = int(self.n_averaged) == 0
+        floats = [(e, c) for e, c in zip(ema, current, strict=True) if e.is_floating_point()]
+        if floats and not first:
+            torch._foreach_lerp_([e for e, _ in floats], [c for _, c in floats], 1 - self.decay)
+        for e, c in zip(ema, current, strict=True):
+            if first or not e.is_floating_point():
+                e.copy_(c)
+        self.n_averaged += 1
+
+
+def make_ema(model: torch.nn.Module, decay: float) -> EMA | None:
+    return EMA(model, decay) if decay > 0 else None
 
 
 @dataclass
@@ -336,8 +363,10 @@ class RunState:
 
 
 def _train_epoch(model, batches, num_batches, optimizer, scheduler, per_step, loss_fn, ema, cfg, mix_rng, aug,
-                 device, desc, show) -> tuple[float, float]:
-    """One pass over the training batches; returns mean loss and accuracy."""
+                 device, desc, show) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass over the training batches; returns the mean loss and accuracy as 0-dim tensors on
+    the device. Nothing in it waits for the device (except the progress bar's refresh every 50 steps,
+    when ``show``): reading the results does, once an epoch."""
     model.train()
     amp = uses_bf16(cfg.precision, device)
     # Running sums stay on the device: the host syncs only when the progress bar is refreshed.
@@ -370,7 +399,7 @@ def _train_epoch(model, batches, num_batches, optimizer, scheduler, per_step, lo
         seen += len(y)
         if show and (step % 50 == 0 or step == num_batches):
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.4f}")
-    return loss_sum.item() / max(seen, 1), correct.item() / max(seen, 1)
+    return loss_sum / max(seen, 1), correct / max(seen, 1)
 
 
 def _score(model, images, labels, cfg, device, tta) -> tuple[float, float, torch.Tensor]:
@@ -484,9 +513,9 @@ def train(cfg: TrainConfig, arrays: Fer2013Arrays | None = None) -> dict[str, An
         else:
             batches = tensor_batches(x_train, train_targets, cfg, shuffle, aug, ddp)
         lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_acc = _train_epoch(
+        train_loss, train_acc = (t.item() for t in _train_epoch(
             train_model, batches, steps_per_epoch, optimizer, scheduler, schedule_unit == "step", loss_fn, ema, cfg,
-            mix_rng, aug, device, f"epoch {epoch}/{cfg.epochs}", show)
+            mix_rng, aug, device, f"epoch {epoch}/{cfg.epochs}", show))
         if ddp.world > 1:  # keep every rank's batch-norm statistics equal to rank 0's
             for buffer in model.buffers():
                 dist.broadcast(buffer, 0)
