@@ -299,6 +299,17 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor), "step"
 
 
+def weighted_smoothed_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+                                    smoothing: float) -> torch.Tensor:
+    """``F.cross_entropy(logits, target, weight=weight, label_smoothing=smoothing)`` for class indices,
+    without the ``masked_select`` with which PyTorch's own makes the host wait for the GPU every step."""
+    log_probs = logits.log_softmax(1)
+    total = weight[target].sum()  # the mean is weighted, as nll_loss's is
+    nll = -(log_probs.gather(1, target[:, None]).squeeze(1) * weight[target]).sum() / total
+    uniform = -(log_probs * weight).sum() / total
+    return (1 - smoothing) * nll + smoothing / logits.shape[1] * uniform
+
+
 def make_loss(cfg: TrainConfig, train_labels: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Cross-entropy or focal loss, with optional label smoothing and inverse-frequency weights."""
     weight = None
@@ -307,6 +318,8 @@ def make_loss(cfg: TrainConfig, train_labels: torch.Tensor) -> Callable[[torch.T
         weight = (counts.sum() / (cfg.label_classes * counts.clamp(min=1))).to(train_labels.device)
     if cfg.loss == "ce":  # soft targets (--smoothing-prior ferplus) come smoothed already
         smoothing = cfg.label_smoothing if cfg.smoothing_prior == "uniform" else 0.0
+        if weight is not None and smoothing > 0:
+            return partial(weighted_smoothed_cross_entropy, weight=weight, smoothing=smoothing)
         return partial(F.cross_entropy, weight=weight, label_smoothing=smoothing)
 
     def focal(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
