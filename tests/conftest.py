@@ -44,6 +44,25 @@ def write_csv(path: Path, lines: list[str]) -> Path:
     return path
 
 
+def train_interrupted(cfg, monkeypatch, epoch: int) -> None:
+    """Train ``cfg`` until the machine goes away in the middle of ``epoch`` (a KeyboardInterrupt in
+    its training pass), as a resumed run must survive."""
+    from ferkit import train as train_module
+
+    real_epoch = train_module._train_epoch
+    calls = []
+
+    def crash(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == epoch:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    with monkeypatch.context() as patched, pytest.raises(KeyboardInterrupt):
+        patched.setattr(train_module, "_train_epoch", crash)
+        train_module.train(cfg)
+
+
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path_factory, monkeypatch):
     """Each test gets its own empty data cache, never the user's."""

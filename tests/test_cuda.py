@@ -6,6 +6,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from conftest import train_interrupted
 
 from ferkit import train as train_module
 from ferkit.augment import augment_batch, mix_batch, random_erasing
@@ -103,19 +104,7 @@ def test_resume_on_the_gpu_matches_an_uninterrupted_run(fer_csv, tmp_path, monke
     options = dict(epochs=3, ema=0.9, mixup=0.2, erasing=0.3, schedule="cosine")
     train(_cfg(fer_csv, tmp_path / "whole", **options))
 
-    real_epoch = train_module._train_epoch
-    calls = []
-
-    def crash_in_epoch_3(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "_train_epoch", crash_in_epoch_3)
-    with pytest.raises(KeyboardInterrupt):
-        train(_cfg(fer_csv, tmp_path / "split", **options))
-    monkeypatch.setattr(train_module, "_train_epoch", real_epoch)
+    train_interrupted(_cfg(fer_csv, tmp_path / "split", **options), monkeypatch, epoch=3)
     train(_cfg(fer_csv, tmp_path / "split", **options, resume=True))
 
     whole = load_checkpoint(tmp_path / "whole" / LAST_CHECKPOINT)["model_state_dict"]

@@ -9,6 +9,7 @@ import textwrap
 
 import pytest
 import torch
+from conftest import train_interrupted
 
 from ferkit import train as train_module
 from ferkit.checkpoint import load_checkpoint
@@ -66,20 +67,8 @@ def test_resume_matches_an_uninterrupted_run(fer_csv, tmp_path, monkeypatch):
     options = dict(epochs=3, ema=0.9, mixup=0.2, erasing=0.3, schedule="cosine")
     train(_cfg(fer_csv, tmp_path / "whole", **options))
 
-    real_epoch = train_module._train_epoch
-    calls = []
-
-    def crash_in_epoch_3(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt  # the machine went away in the middle of epoch 3
-        return real_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "_train_epoch", crash_in_epoch_3)
-    with pytest.raises(KeyboardInterrupt):
-        train(_cfg(fer_csv, tmp_path / "split", **options))
+    train_interrupted(_cfg(fer_csv, tmp_path / "split", **options), monkeypatch, epoch=3)
     assert load_checkpoint(tmp_path / "split" / LAST_CHECKPOINT)["epoch"] == 2
-    monkeypatch.setattr(train_module, "_train_epoch", real_epoch)
     # a run saved before --fine-labels existed resumes as it ran (without it), whatever --recipe says
     last = torch.load(tmp_path / "split" / LAST_CHECKPOINT, weights_only=True)
     del last["config"]["fine_labels"]
