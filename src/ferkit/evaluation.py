@@ -59,7 +59,7 @@ def predict_logits(
             out.append(views[0])
         else:
             out.append(torch.stack([v.softmax(1) for v in views]).mean(0).log())
-    return torch.cat(out).cpu() if out else torch.empty(0)  # one copy back: the device never waits in between
+    return torch.cat(out).cpu() if out else torch.empty(0)  # one copy back: the host waits for the device once
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, names: Sequence[str]) -> dict[str, Any]:

@@ -305,8 +305,9 @@ def weighted_smoothed_cross_entropy(logits: torch.Tensor, target: torch.Tensor, 
     """``F.cross_entropy(logits, target, weight=weight, label_smoothing=smoothing)`` for class indices,
     without the ``masked_select`` with which PyTorch's own makes the host wait for the GPU every step."""
     log_probs = logits.log_softmax(1)
-    total = weight[target].sum()  # the mean is weighted, as nll_loss's is
-    nll = -(log_probs.gather(1, target[:, None]).squeeze(1) * weight[target]).sum() / total
+    sample_weight = weight[target]
+    total = sample_weight.sum()  # the mean is weighted, as nll_loss's is
+    nll = -(log_probs.gather(1, target[:, None]).squeeze(1) * sample_weight).sum() / total
     uniform = -(log_probs * weight).sum() / total
     return (1 - smoothing) * nll + smoothing / logits.shape[1] * uniform
 
@@ -335,8 +336,8 @@ class EMA(torch.nn.Module):
     """Exponential moving average of a model's weights and buffers, updated after every step.
 
     The same average as ``torch.optim.swa_utils.AveragedModel`` with ``get_ema_multi_avg_fn`` (and
-    the same ``state_dict`` keys, ``module.*`` and ``n_averaged``), but that class moves its update
-    count to the GPU and reads it back at every step, a host sync per step; here the count stays on
+    the same ``state_dict`` keys, ``module.*`` and ``n_averaged``), but that class copies its update
+    count from the CPU to the GPU at every step, a copy the host waits for; here the count stays on
     the CPU. Integer buffers (batch norm's step counters) are copied, not averaged.
     """
 
