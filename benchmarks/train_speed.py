@@ -27,18 +27,8 @@ from common import machine
 
 from ferkit.augment import augment_sample
 from ferkit.data import USAGES, Fer2013Arrays, create_dataloaders, load_fer2013
-from ferkit.model import create_model, resolve_device, resolve_precision, uses_bf16
-from ferkit.train import (
-    Distributed,
-    _train_epoch,
-    fine_to_class,
-    make_loss,
-    make_optimizer,
-    make_scheduler,
-    resolve_config,
-    split_tensors,
-    tensor_batches,
-)
+from ferkit.model import resolve_device, resolve_precision
+from ferkit.train import Distributed, _train_epoch, build_training, resolve_config, split_tensors, tensor_batches
 
 TRAIN_IMAGES = 28_709
 
@@ -70,14 +60,12 @@ def main() -> None:
     images, labels = split_tensors(arrays, USAGES[0], cfg.label_classes, device)
 
     def run(pipeline: str):
+        # the plain pipeline runs the same model, optimizer, schedule and loss, eagerly, contiguous, in fp32
+        run_cfg = cfg if pipeline == "engine" else resolve_config(args.recipe, device=str(device), precision="fp32")
         torch.manual_seed(cfg.seed)
-        model = create_model(cfg.classes, stem=cfg.stem, fine_to_class=fine_to_class(cfg)).to(device)
-        if pipeline == "engine" and uses_bf16(cfg.precision, device):
-            model = model.to(memory_format=torch.channels_last)
-        optimizer = make_optimizer(model, cfg)
-        scheduler, unit = make_scheduler(optimizer, cfg, 1000)
-        loss_fn = make_loss(cfg, labels)
-        train_model = torch.compile(model) if pipeline == "engine" and cfg.compile else model
+        parts = build_training(run_cfg, device, labels, 1000)
+        parts.ema = None  # timed without the EMA update, as the figures in reports/ were
+        train_model = torch.compile(parts.model) if pipeline == "engine" and cfg.compile else parts.model
         if pipeline == "engine":
             shuffle, aug = torch.Generator().manual_seed(0), torch.Generator(device=device).manual_seed(1)
             source = lambda: tensor_batches(images, labels, cfg, shuffle, aug, Distributed())  # noqa: E731
@@ -86,15 +74,14 @@ def main() -> None:
             loader = create_dataloaders(arrays, cfg.batch_size, cfg.label_classes, args.workers, cfg.seed,
                                         transform)["train"]
             source = lambda: iter(loader)  # noqa: E731
-        plain_cfg = cfg if pipeline == "engine" else resolve_config(args.recipe, device=str(device), precision="fp32")
 
         def timed(steps: int) -> float:
             batches = itertools.islice(source(), steps)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            _train_epoch(train_model, batches, steps, optimizer, scheduler, unit == "step", loss_fn, None, plain_cfg,
-                         np.random.default_rng(0), torch.Generator(device=device), device, pipeline, False)
+            mix_rng, aug = np.random.default_rng(0), torch.Generator(device=device)  # mixup and cutmix draw from these
+            _train_epoch(parts, batches, steps, run_cfg, mix_rng, aug, device, model=train_model)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             return steps * cfg.batch_size / (time.perf_counter() - start)

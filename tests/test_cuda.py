@@ -39,12 +39,7 @@ def test_a_training_step_never_waits_for_the_gpu(fer_csv, tmp_path, recipe, opti
     cfg = _cfg(fer_csv, tmp_path, recipe, **options)
     arrays = load_fer2013(fer_csv)
     images, labels = train_module.split_tensors(arrays, "Training", cfg.label_classes, CUDA)
-    model = train_module.create_model(cfg.classes, stem=cfg.stem, fine_to_class=train_module.fine_to_class(cfg))
-    model = model.to(CUDA, memory_format=torch.channels_last)
-    optimizer = train_module.make_optimizer(model, cfg)
-    scheduler, unit = train_module.make_scheduler(optimizer, cfg, 100)
-    loss_fn = train_module.make_loss(cfg, labels)  # class weights count labels on the device: once, before training
-    ema = train_module.make_ema(model, cfg.ema)
+    parts = train_module.build_training(cfg, CUDA, labels, 100)  # class weights count labels once, before training
     shuffle, aug = torch.Generator().manual_seed(0), torch.Generator(device=CUDA).manual_seed(1)
 
     def epoch(check: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,9 +48,8 @@ def test_a_training_step_never_waits_for_the_gpu(fer_csv, tmp_path, recipe, opti
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("error" if check else "default")
         try:
-            return train_module._train_epoch(
-                model, itertools.chain([first], batches), 3, optimizer, scheduler, unit == "step", loss_fn, ema, cfg,
-                np.random.default_rng(0), aug, CUDA, "", False)
+            return train_module._train_epoch(parts, itertools.chain([first], batches), 3, cfg,
+                                             np.random.default_rng(0), aug, CUDA)
         finally:
             torch.cuda.set_sync_debug_mode("default")
 

@@ -9,11 +9,12 @@ import textwrap
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import train_interrupted
 
 from ferkit import train as train_module
 from ferkit.checkpoint import load_checkpoint
-from ferkit.evaluation import evaluate_checkpoint
+from ferkit.evaluation import TTA_MODES, evaluate_checkpoint, predict_logits, tta_views
 from ferkit.model import native_bf16
 from ferkit.train import BEST_CHECKPOINT, LAST_CHECKPOINT, RECIPES, resolve_config, train
 
@@ -61,6 +62,37 @@ def test_checkpoint_chosen_with_val_tta_and_scored_with_tta(fer_csv, tmp_path, m
     public = evaluate_checkpoint(tmp_path / "run" / BEST_CHECKPOINT, fer_csv, split="PublicTest", device="cpu")
     assert public["tta"] == "tencrop" and record["tta"] == "tencrop"
     assert record["public_test_accuracy"] == public["accuracy"]
+
+
+def test_tta_views():
+    x = torch.arange(2 * 48 * 48, dtype=torch.float32).reshape(2, 1, 48, 48)
+    counts = {"none": 1, "flip": 2, "tencrop": 10, "tencrop_full": 12, "multiscale": 22}
+    assert set(counts) == set(TTA_MODES)
+    for mode, count in counts.items():
+        views = tta_views(x, mode)
+        assert len(views) == count and all(v.shape == x.shape for v in views)
+        half = count // 2
+        if mode != "none":  # the second half mirrors the first
+            assert all(torch.equal(m, v.flip(-1)) for v, m in zip(views[:half], views[half:], strict=True))
+
+    def resized(top: int, left: int, side: int) -> torch.Tensor:
+        return F.interpolate(x[..., top : top + side, left : left + side], size=(48, 48), mode="bilinear")
+
+    tencrop = tta_views(x, "tencrop")
+    assert torch.equal(tencrop[1], resized(0, 4, 44)) and torch.equal(tencrop[4], resized(2, 2, 44))
+    multiscale = tta_views(x, "multiscale")
+    assert torch.equal(multiscale[0], x) and torch.equal(multiscale[5], resized(1, 1, 46))
+    assert all(torch.equal(a, b) for a, b in zip(multiscale[6:11], tencrop[:5], strict=True))
+    assert torch.equal(tta_views(x, "tencrop_full")[0], x)
+    with pytest.raises(ValueError, match="tta must be one of"):
+        tta_views(x, "fivecrop")
+    # the scores average the views' probabilities: a model blind to position scores every mode alike
+    images = torch.randint(0, 256, (5, 1, 48, 48), dtype=torch.uint8)
+    mean_model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48 * 48, 3))
+    with torch.no_grad():
+        mean_model[1].weight.fill_(1e-3)
+    plain = predict_logits(mean_model, images, tta="none").log_softmax(1)
+    assert torch.allclose(predict_logits(mean_model, images, tta="flip"), plain, atol=1e-5)
 
 
 def test_resume_matches_an_uninterrupted_run(fer_csv, tmp_path, monkeypatch):

@@ -13,22 +13,37 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-TTA_MODES = ("none", "flip", "tencrop")
+# Test-time view sets: the pixels trimmed off each side of a crop, one entry per crop size. A trim of
+# 0 is the whole image (one view), any other trim its four corners and centre resized back to full
+# size; every view also comes mirrored. Training crops keep 85-100% of the area (44-48 px of 48), so
+# all of these are training views; reports/cpu-tta compares them.
+TTA_TRIMS: dict[str, tuple[int, ...]] = {
+    "none": (),
+    "flip": (0,),  # the image and its mirror
+    "tencrop": (4,),  # five 44-px crops of a 48-px image, and their mirrors
+    "tencrop_full": (0, 4),  # tencrop plus the image and its mirror (12 views)
+    "multiscale": (0, 2, 4),  # the image, five 46-px and five 44-px crops, and their mirrors (22 views)
+}
+TTA_MODES = tuple(TTA_TRIMS)
 
 
-def tta_views(x: torch.Tensor, tta: str, crop: int = 44) -> list[torch.Tensor]:
-    """The test-time views of a batch: itself; plus its mirror (``flip``); or five ``crop``-pixel
-    crops (corners and centre) resized back, each with its mirror (``tencrop``)."""
+def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
+    """The test-time views of a batch (N, C, H, W) under one of ``TTA_MODES`` (see ``TTA_TRIMS``):
+    all crops first, then their mirrors."""
+    if tta not in TTA_TRIMS:
+        raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
     if tta == "none":
         return [x]
-    if tta == "flip":
-        return [x, x.flip(-1)]
-    if tta != "tencrop":
-        raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
     size = x.shape[-1]
-    d, c = size - crop, (size - crop) // 2
-    crops = [x[..., i : i + crop, j : j + crop] for i, j in ((0, 0), (0, d), (d, 0), (d, d), (c, c))]
-    crops = [F.interpolate(v, size=(size, size), mode="bilinear", align_corners=False) for v in crops]
+    crops = []
+    for trim in TTA_TRIMS[tta]:
+        if trim == 0:
+            crops.append(x)
+            continue
+        crop, c = size - trim, trim // 2
+        for i, j in ((0, 0), (0, trim), (trim, 0), (trim, trim), (c, c)):
+            v = x[..., i : i + crop, j : j + crop]
+            crops.append(F.interpolate(v, size=(size, size), mode="bilinear", align_corners=False))
     return crops + [v.flip(-1) for v in crops]
 
 
