@@ -131,9 +131,9 @@ def test_ddp_two_cpu_processes_stay_in_sync(fer_csv, tmp_path):
         from ferkit import train as t
         saved = {{}}
         real = t._train_epoch
-        def spy(model, *args, **kwargs):
-            result = real(model, *args, **kwargs)
-            saved["state"] = {{k: v.clone() for k, v in model.module.state_dict().items()}}
+        def spy(parts, *args, **kwargs):
+            result = real(parts, *args, **kwargs)
+            saved["state"] = {{k: v.clone() for k, v in parts.model.state_dict().items()}}
             return result
         t._train_epoch = spy
         cfg = t.resolve_config("seed", data={str(fer_csv)!r}, out={str(tmp_path / "ddp")!r}, epochs=2,
