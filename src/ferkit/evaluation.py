@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Test-time view sets: the pixels trimmed off each side of a crop, one entry per crop size. A trim of
-# 0 is the whole image (one view), any other trim its four corners and centre resized back to full
-# size; every view also comes mirrored. Training crops keep 85-100% of the area (44-48 px of 48), so
-# all of these are training views; reports/cpu-tta compares them.
+# Test-time view sets, one entry per crop size: how many pixels the crop's side is shorter than the
+# image's. 0 is the whole image (one view); any other its four corners and centre, resized back to full
+# size; every view also comes mirrored. The cpu recipe trains on crops of 85-100% of the area (44-48 px
+# of 48), so all of these look like its training views; reports/cpu-tta compares them.
 TTA_TRIMS: dict[str, tuple[int, ...]] = {
     "none": (),
     "flip": (0,),  # the image and its mirror
