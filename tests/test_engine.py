@@ -190,7 +190,6 @@ def test_weighted_smoothed_cross_entropy_is_torchs():
     logits, target = torch.randn(64, 7, generator=gen), torch.randint(0, 7, (64,), generator=gen)
     weight = torch.rand(7, generator=gen) + 0.5
     ours = train_module.weighted_smoothed_cross_entropy(logits, target, weight, 0.1)
-    torch.testing.assert_close(ours, torch.nn.functional.cross_entropy(logits, target, weight=weight,
-                                                                        label_smoothing=0.1))
+    torch.testing.assert_close(ours, F.cross_entropy(logits, target, weight=weight, label_smoothing=0.1))
     cfg = resolve_config("seed", class_weights=True, label_smoothing=0.1, classes=7)
     assert train_module.make_loss(cfg, target).func is train_module.weighted_smoothed_cross_entropy

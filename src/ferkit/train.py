@@ -364,10 +364,6 @@ class EMA(torch.nn.Module):
         self.n_averaged += 1
 
 
-def make_ema(model: torch.nn.Module, decay: float) -> EMA | None:
-    return EMA(model, decay) if decay > 0 else None
-
-
 @dataclass
 class TrainingParts:
     """What a run trains and how: the model, its optimizer, learning-rate schedule, loss and EMA."""
@@ -392,8 +388,8 @@ def build_training(cfg: TrainConfig, device: torch.device, train_labels: torch.T
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)
     scheduler, unit = make_scheduler(optimizer, cfg, steps_per_epoch)
-    return TrainingParts(model, optimizer, scheduler, unit == "step", make_loss(cfg, train_labels),
-                         make_ema(model, cfg.ema))
+    ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
+    return TrainingParts(model, optimizer, scheduler, unit == "step", make_loss(cfg, train_labels), ema)
 
 
 @dataclass
