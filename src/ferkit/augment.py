@@ -3,8 +3,9 @@ transforms it on whatever device it lives on, drawing its random numbers from on
 
 The geometric part (flip, rotation, crop-and-resize, shift) composes into a single 2x3 matrix per
 image, so a batch costs one ``grid_sample``. Random erasing, mixup and cutmix follow as batched
-tensor operations. Each step draws random numbers only when enabled, so turning an option off
-reproduces the runs made before it existed.
+tensor operations, and so does the photometric part (light, contrast, gamma, blur, low resolution,
+sensor noise: what real cameras do to a face that FER2013's web crops rarely show). Each step draws
+random numbers only when enabled, so turning an option off reproduces the runs made before it existed.
 """
 
 from __future__ import annotations
@@ -82,6 +83,67 @@ def random_erasing(
     mask = (inside & (u[:, 4] < p)[:, None, None]).unsqueeze(1)
     noise = torch.rand(images.shape, generator=generator, device=images.device, dtype=images.dtype)
     return torch.where(mask, noise, images)
+
+
+# The photometric distortions, one per real-camera effect; each takes a float batch (B, C, H, W) in
+# [0, 1] and a per-image strength (B,), so training draws strengths and the robustness benchmark fixes
+# them. A strength of 0 leaves an image unchanged.
+
+
+def _per_image(v: torch.Tensor) -> torch.Tensor:
+    return v.reshape(-1, 1, 1, 1)
+
+
+def brightness(x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """Add ``delta`` (a fraction of full scale, negative darkens) to every pixel."""
+    return (x + _per_image(delta)).clamp_(0, 1)
+
+
+def contrast(x: torch.Tensor, log_factor: torch.Tensor) -> torch.Tensor:
+    """Scale each image's deviations from its mean by ``exp(log_factor)`` (negative: flatter)."""
+    mean = x.mean((1, 2, 3), keepdim=True)
+    return ((x - mean) * _per_image(log_factor).exp() + mean).clamp_(0, 1)
+
+
+def gamma(x: torch.Tensor, log_gamma: torch.Tensor) -> torch.Tensor:
+    """Raise pixels to ``exp(log_gamma)`` (positive: darker mid-tones, as an under-exposed camera)."""
+    return x.clamp(min=1e-4).pow(_per_image(log_gamma).exp())
+
+
+def blur(x: torch.Tensor, amount: torch.Tensor) -> torch.Tensor:
+    """Blend each image toward a blurred copy (two 3x3 box filters, close to a Gaussian of 1.15 px)
+    by ``amount`` in [0, 1]: a defocused or moving camera. Edges repeat the border pixels."""
+    y = F.avg_pool2d(F.avg_pool2d(F.pad(x, (2, 2, 2, 2), mode="replicate"), 3, 1), 3, 1)
+    return torch.lerp(x, y, _per_image(amount))
+
+
+def low_resolution(x: torch.Tensor, amount: torch.Tensor, size: int = 20) -> torch.Tensor:
+    """Blend each image toward a copy shrunk to ``size`` pixels and enlarged back by ``amount``: a face
+    seen from far away, or upscaled from a small detection."""
+    small = F.interpolate(x, size=(size, size), mode="area")
+    big = F.interpolate(small, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    return torch.lerp(x, big, _per_image(amount))
+
+
+def sensor_noise(x: torch.Tensor, std: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Add Gaussian noise of standard deviation ``std`` (a fraction of full scale)."""
+    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return (x + noise * _per_image(std)).clamp_(0, 1)
+
+
+def photometric_batch(x: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each photometric effect, independently with probability ``p`` per image, at a random strength
+    up to its limit below (signed effects in either direction); batched."""
+    u = torch.rand(2, x.shape[0], 6, generator=generator, device=x.device, dtype=x.dtype)
+    on = (u[0] < p).to(x.dtype)
+    s = u[1] * on  # strength in [0, 1), 0 where off
+    signed = (u[1] * 2 - 1) * on
+    x = brightness(x, 0.25 * signed[:, 0])  # up to a quarter of full scale brighter or darker
+    x = contrast(x, 0.5 * signed[:, 1])  # contrast x0.61 to x1.65
+    x = gamma(x, 0.5 * signed[:, 2])  # gamma 0.61 to 1.65
+    x = blur(x, s[:, 3])  # up to a full blur
+    x = low_resolution(x, s[:, 4])  # up to a face seen at 20x20 pixels
+    return sensor_noise(x, 0.04 * s[:, 5], generator)  # noise up to 4% of full scale
 
 
 def mix_batch(

@@ -32,7 +32,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ferkit.augment import augment_batch, augment_sample, mix_batch, random_erasing
+from ferkit.augment import augment_batch, augment_sample, mix_batch, photometric_batch, random_erasing
 from ferkit.checkpoint import load_checkpoint, make_checkpoint, model_from_checkpoint, save_atomic
 from ferkit.data import (
     Fer2013Arrays,
@@ -100,6 +100,7 @@ class TrainConfig:
     rotation: float = 10.0
     min_crop: float = 0.9
     shift: float = 0.0
+    photometric: float = 0.0  # probability of each photometric effect (light, contrast, gamma, blur, low-res, noise)
     erasing: float = 0.0  # random-erasing probability
     mixup: float = 0.0  # mixup alpha (0: off)
     cutmix: float = 0.0  # cutmix alpha (0: off)
@@ -181,6 +182,7 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.epochs < 1 or cfg.batch_size < 2 or cfg.lr <= 0:
         raise ValueError("--epochs must be >= 1, --batch-size >= 2 and --lr > 0")
     if cfg.pipeline == "dataloader" and (cfg.sampler != "shuffle" or cfg.erasing or cfg.mixup or cfg.cutmix
+                                         or cfg.photometric
                                          or cfg.smoothing_prior != "uniform"):
         raise ValueError("--pipeline dataloader runs the geometric augmentation and hard labels only; "
                          "use --pipeline tensor")
@@ -268,6 +270,8 @@ def tensor_batches(
         if len(idx) < 2:  # batch norm needs two samples
             continue
         x = augment_batch(images[idx].float().div_(255), aug, cfg.flip, cfg.rotation, cfg.min_crop, cfg.shift)
+        if cfg.photometric > 0:
+            x = photometric_batch(x, cfg.photometric, aug)
         if cfg.erasing > 0:
             x = random_erasing(x, cfg.erasing, aug)
         yield x, labels[idx]
