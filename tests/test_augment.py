@@ -60,3 +60,20 @@ def test_shift_moves_the_image():
     x[..., 20:28, 20:28] = 1
     out = augment_batch(x, torch.Generator().manual_seed(0), flip=0, rotation=0, min_crop=1.0, shift=0.2)
     assert out.shape == x.shape and not torch.allclose(out, x, atol=1e-3)
+
+
+def test_photometric_effects_keep_shape_dtype_range_and_are_deterministic():
+    from ferkit import augment
+
+    x = _images()
+    zero, full = torch.zeros(16), torch.ones(16)
+    for effect in (augment.brightness, augment.contrast, augment.gamma, augment.blur, augment.low_resolution):
+        strong = effect(x, 0.5 * full)
+        assert strong.shape == x.shape and strong.dtype == x.dtype and 0 <= strong.min() and strong.max() <= 1
+        assert (strong - x).abs().mean() > 0.01, effect.__name__
+        torch.testing.assert_close(effect(x, zero), x, atol=1e-4, rtol=0)
+    assert augment.brightness(x, full)[x > 0.01].eq(1).all()  # a full-scale brightening saturates
+    a = augment.photometric_batch(x, 0.5, torch.Generator().manual_seed(4))
+    b = augment.photometric_batch(x, 0.5, torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and a.shape == x.shape and 0 <= a.min() and a.max() <= 1 and not torch.equal(a, x)
+    torch.testing.assert_close(augment.photometric_batch(x, 0.0, torch.Generator().manual_seed(4)), x, atol=1e-4, rtol=0)

@@ -77,3 +77,48 @@ def test_the_shipped_votes_match_the_real_file():
     assert votes.shape == (35_887, 7)
     assert votes[0].tolist() == [3, 2, 0, 0, 1, 0, 4]  # FER+'s first row: 4 neutral, 1 sad, 3 angry, 2 disgust
     assert (votes.sum(1) == 0).sum() == 178  # dropped by FER+, or voted contempt/unknown/not-a-face only
+
+
+def _with_votes(lines, row, votes):
+    """FER+ lines with the ten vote counts of data row ``row`` replaced."""
+    lines = list(lines)
+    usage, name, *_ = lines[row + 1].split(",")
+    lines[row + 1] = f"{usage},{name},{','.join(map(str, votes))}"
+    return lines
+
+
+def test_majority_labels_merge_into_each_task_and_drop_what_has_none(tmp_path, fer_csv, monkeypatch):
+    from ferkit.data import ferplus_labels, split_labels
+
+    arrays = load_fer2013(fer_csv)
+    lines = ferplus_lines()
+    lines = _with_votes(lines, 2, [4, 0, 0, 0, 0, 0, 0, 0, 4, 2])  # a tie: neutral 4, unknown 4
+    lines = _with_votes(lines, 3, [2, 0, 0, 0, 0, 0, 0, 0, 1, 7])  # not a face
+    lines = _with_votes(lines, 4, [1, 0, 0, 0, 0, 0, 0, 6, 0, 3])  # contempt
+    lines = _with_votes(lines, 5, [0, 0, 3, 0, 0, 0, 0, 0, 0, 0])  # surprise (FER2013 says sad)
+    path = write_csv(tmp_path / "votes.csv", lines)
+    expected7 = arrays.emotion.copy()  # every other row: 7 votes for its own label, 3 for neutral
+    expected7[[1, 2, 3, 4]] = -1  # dropped by FER+, tie, not-a-face, contempt
+    expected7[5] = 5
+    assert ferplus_labels(arrays, 7, path).tolist() == expected7.tolist()
+    merged = np.array([-1 if e < 0 else (0, 0, 1, 2, 1, 3, 3)[e] for e in expected7])
+    assert ferplus_labels(arrays, 4, path).tolist() == merged.tolist()
+    eight = ferplus_labels(arrays, 8, path)
+    assert eight[4] == 7 and eight[5] == 2 and eight[0] == 4 and (eight[[1, 2, 3]] == -1).all()  # 0: angry -> anger
+    monkeypatch.setattr(data_module, "FERPLUS_VOTES", path)
+    public = split_labels(arrays, "PublicTest", 4, "ferplus")
+    assert len(public) == 32 and public.tolist() == merged[arrays.rows("PublicTest")].tolist()
+    fer2013 = np.array([(0, 0, 1, 2, 1, 3, 3)[e] for e in arrays.emotion])
+    assert split_labels(arrays, "PublicTest", 4).tolist() == fer2013[arrays.rows("PublicTest")].tolist()
+    with pytest.raises(ValueError, match="unknown label set"):
+        split_labels(arrays, "PublicTest", 4, "affectnet")
+
+
+@needs_real_data
+def test_real_majority_labels_disagree_with_fer2013_on_a_third():
+    from ferkit.data import split_labels
+
+    arrays = load_fer2013(REAL_CSV)
+    fer, plus = split_labels(arrays, "PrivateTest", 4), split_labels(arrays, "PrivateTest", 4, "ferplus")
+    kept = plus >= 0
+    assert 3300 < kept.sum() < 3589 and 0.65 < (fer[kept] == plus[kept]).mean() < 0.75

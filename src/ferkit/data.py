@@ -24,8 +24,11 @@ IMAGE_SIZE = 48
 NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
 EMOTIONS_7 = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 EMOTIONS_4 = ("angry", "sad", "happy", "neutral")
+EMOTIONS_8 = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt")  # FER+'s task
 # FER2013 label -> 4-class label: angry+disgust, fear+sad, happy, surprise+neutral.
 MAP_7_TO_4 = (0, 0, 1, 2, 1, 3, 3)
+MAP_7_TO_8 = (4, 5, 6, 1, 3, 2, 0)  # FER2013 label -> FER+'s class (contempt has no FER2013 label)
+LABEL_SETS = ("fer2013", "ferplus")
 USAGES = ("Training", "PublicTest", "PrivateTest")
 SPLIT_ALIASES = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
 CACHE_VERSION = 1
@@ -33,6 +36,7 @@ CACHE_VERSION = 1
 FERPLUS_VOTES = Path(__file__).parent / "labels" / "fer2013new.csv.gz"
 # Its vote columns in FER2013's label order (contempt, unknown and not-a-face have no FER2013 label).
 FERPLUS_COLUMNS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
+FERPLUS_ALL_COLUMNS = (*EMOTIONS_8, "unknown", "NF")  # every vote column, in the file's order
 TOO_MANY_DIGITS = np.iinfo(np.int16).max  # marks a pixel value of four digits or more
 
 
@@ -70,18 +74,17 @@ class Fer2013Arrays:
 
 
 def class_names(num_classes: int) -> tuple[str, ...]:
-    """Class names of the 4-class (merged) or 7-class (original) task."""
-    if num_classes == 4:
-        return EMOTIONS_4
-    if num_classes == 7:
-        return EMOTIONS_7
-    raise ValueError(f"num_classes must be 4 or 7, got {num_classes}")
+    """Class names of the 4-class (merged), 7-class (FER2013's) or 8-class (FER+'s) task."""
+    names = {4: EMOTIONS_4, 7: EMOTIONS_7, 8: EMOTIONS_8}.get(num_classes)
+    if names is None:
+        raise ValueError(f"num_classes must be 4, 7 or 8, got {num_classes}")
+    return names
 
 
 def class_mapping(num_classes: int) -> list[int]:
     """For each FER2013 label 0-6, the class index in the chosen task."""
     class_names(num_classes)
-    return list(MAP_7_TO_4) if num_classes == 4 else list(range(7))
+    return list({4: MAP_7_TO_4, 7: range(7), 8: MAP_7_TO_8}[num_classes])
 
 
 def map_labels(emotion: np.ndarray, num_classes: int) -> np.ndarray:
@@ -207,13 +210,14 @@ def parse_fer2013_csv(path: str | os.PathLike, skip_bad_rows: bool = False) -> F
     )
 
 
-def load_ferplus_votes(arrays: Fer2013Arrays, path: str | os.PathLike | None = None) -> np.ndarray:
-    """FER+'s annotator votes for every row of ``arrays``: (N, 7) counts over FER2013's labels.
+def load_ferplus_votes(arrays: Fer2013Arrays, path: str | os.PathLike | None = None,
+                       columns: Sequence[str] = FERPLUS_COLUMNS) -> np.ndarray:
+    """FER+'s annotator votes for every row of ``arrays``: (N, len(columns)) counts, by default over
+    FER2013's labels in their order (:data:`FERPLUS_ALL_COLUMNS`: all ten, in the file's order).
 
     FER+ (``path``, default: the copy shipped in ``ferkit/labels``) describes the original
     ``fer2013.csv`` row by row, so ``arrays`` must hold every row of it in order; the Usage of each
-    row is checked. Rows FER+ dropped, or whose votes all went to contempt, unknown or not-a-face,
-    have no votes (all zero).
+    row is checked. Rows FER+ dropped have no votes (all zero).
     """
     import csv
 
@@ -224,7 +228,7 @@ def load_ferplus_votes(arrays: Fer2013Arrays, path: str | os.PathLike | None = N
     except (OSError, EOFError, UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"{path}: cannot read FER+ votes ({e})") from None
     header = rows[0] if rows else []
-    missing = [c for c in ("Usage", *FERPLUS_COLUMNS) if c not in header]
+    missing = [c for c in ("Usage", *columns) if c not in header]
     if missing:
         raise DataError(f"{path}: line 1: not a FER+ fer2013new.csv, it lacks column(s) {missing}")
     rows = [r for r in rows[1:] if r]
@@ -232,9 +236,9 @@ def load_ferplus_votes(arrays: Fer2013Arrays, path: str | os.PathLike | None = N
         raise DataError(f"{path}: FER+ votes for {len(rows)} rows, but the data has {len(arrays.usage)} rows"
                         f"{f' ({len(arrays.bad_rows)} bad rows skipped)' if arrays.bad_rows else ''}: FER+ "
                         "labels the original fer2013.csv row by row, so every row must be there, in order")
-    col_usage, col_votes = header.index("Usage"), [header.index(c) for c in FERPLUS_COLUMNS]
+    col_usage, col_votes = header.index("Usage"), [header.index(c) for c in columns]
     usage_index = {u: i for i, u in enumerate(USAGES)}
-    votes = np.zeros((len(rows), len(FERPLUS_COLUMNS)), dtype=np.float32)
+    votes = np.zeros((len(rows), len(columns)), dtype=np.float32)
     for i, row in enumerate(rows):
         if usage_index.get(row[col_usage]) != arrays.usage[i]:
             raise DataError(f"{path}: line {i + 2}: Usage {row[col_usage]!r} differs from the data's "
@@ -244,6 +248,35 @@ def load_ferplus_votes(arrays: Fer2013Arrays, path: str | os.PathLike | None = N
         except (ValueError, IndexError):
             raise DataError(f"{path}: line {i + 2}: vote counts must be numbers, got {row}") from None
     return votes
+
+
+def ferplus_labels(arrays: Fer2013Arrays, num_classes: int, path: str | os.PathLike | None = None) -> np.ndarray:
+    """FER+'s majority label of every row of ``arrays`` in the task's classes, -1 where there is none:
+    rows FER+ dropped, ties for the most votes, and majorities for unknown, not-a-face or (except
+    in FER+'s own 8-class task) contempt."""
+    votes = load_ferplus_votes(arrays, path, FERPLUS_ALL_COLUMNS)
+    winner = votes.argmax(1)
+    tie = (votes == votes.max(1, keepdims=True)).sum(1) > 1
+    # FER+ column -> class: its 8 emotions through FER2013's labels (or as they are for 8 classes)
+    to_fer2013 = [MAP_7_TO_8.index(c) if c in MAP_7_TO_8 else -1 for c in range(len(FERPLUS_ALL_COLUMNS))]
+    if num_classes == 8:
+        column_class = [c if c < 8 else -1 for c in range(len(FERPLUS_ALL_COLUMNS))]
+    else:
+        mapping = class_mapping(num_classes)
+        column_class = [mapping[f] if f >= 0 else -1 for f in to_fer2013]
+    labels = np.asarray(column_class, dtype=np.int64)[winner]
+    labels[tie | (votes.sum(1) == 0)] = -1
+    return labels
+
+
+def split_labels(arrays: Fer2013Arrays, split: str, num_classes: int, labels: str = "fer2013") -> np.ndarray:
+    """One split's labels in the task's classes from a label set: FER2013's own, or FER+'s majority
+    (-1 marks a row without one; see :func:`ferplus_labels`)."""
+    if labels == "ferplus":
+        return ferplus_labels(arrays, num_classes)[arrays.rows(split)]
+    if labels != "fer2013":
+        raise ValueError(f"unknown label set {labels!r}; expected one of {LABEL_SETS}")
+    return map_labels(arrays.split(split)[1], num_classes)
 
 
 # ----------------------------------------------------------------------------------------------

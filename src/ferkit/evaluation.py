@@ -78,8 +78,9 @@ def predict_logits(
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
-    """Accuracy, confusion matrix (rows: true, columns: predicted), and per-class precision, recall,
-    F1 and support, with macro and support-weighted averages."""
+    """Accuracy, balanced accuracy (the mean recall of the classes present), confusion matrix (rows:
+    true, columns: predicted), and per-class precision, recall, F1 and support, with macro and
+    support-weighted averages."""
     k = len(names)
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     cm = np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)
@@ -97,6 +98,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, names: Sequen
     weights = support / max(total, 1)
     return {
         "accuracy": float(tp.sum() / max(total, 1)),
+        "balanced_accuracy": float(recall[support > 0].mean()) if total else 0.0,
         "num_samples": total,
         "per_class": per_class,
         "macro_avg": {"precision": float(precision.mean()), "recall": float(recall.mean()),
@@ -121,6 +123,7 @@ def format_report(metrics: dict[str, Any], title: str = "") -> str:
     lines.append("")
     total = metrics["num_samples"]
     lines.append(f"{'accuracy':>{width}} {'':>10} {'':>10} {metrics['accuracy']:>10.4f} {total:>10}")
+    lines.append(f"{'balanced acc':>{width}} {'':>10} {'':>10} {metrics['balanced_accuracy']:>10.4f} {total:>10}")
     for key, label in (("macro_avg", "macro avg"), ("weighted_avg", "weighted avg")):
         a = metrics[key]
         lines.append(f"{label:>{width}} {a['precision']:>10.4f} {a['recall']:>10.4f} {a['f1']:>10.4f} {total:>10}")
@@ -198,22 +201,25 @@ def evaluate_checkpoint(
     skip_bad_rows: bool = False,
     tta: str | None = None,
     precision: str | None = None,
+    labels: str = "fer2013",
 ) -> dict[str, Any]:
     """Score any checkpoint (or ONNX export) on one split of FER2013 and write the reports (to
     ``out`` if given).
 
     ``tta`` and ``precision`` (``auto``, ``bf16``, ``fp32``): by default the ones the checkpoint
-    was trained to be scored with.
+    was trained to be scored with. ``labels``: ``fer2013`` (the split's own) or ``ferplus`` (FER+'s
+    majority; rows without one are left out and counted as ``dropped``).
     """
     from ferkit.backends import OnnxClassifier
     from ferkit.checkpoint import load_checkpoint, model_from_checkpoint
-    from ferkit.data import SPLIT_ALIASES, USAGES, load_fer2013, map_labels
+    from ferkit.data import SPLIT_ALIASES, USAGES, load_fer2013, split_labels
     from ferkit.model import resolve_device, uses_bf16
 
     usage = SPLIT_ALIASES.get(split, split)
     if usage not in USAGES:
         raise ValueError(f"unknown split {split!r}; expected one of {USAGES}")
-    pixels, emotion = load_fer2013(data, skip_bad_rows=skip_bad_rows).split(usage)
+    arrays = load_fer2013(data, skip_bad_rows=skip_bad_rows)
+    pixels, _ = arrays.split(usage)
     images = torch.from_numpy(pixels).unsqueeze(1)
     if Path(checkpoint).suffix == ".onnx":  # an export: ONNX Runtime on the CPU, as EmotionPredictor runs it
         classifier = OnnxClassifier(checkpoint)
@@ -228,10 +234,12 @@ def evaluate_checkpoint(
         tta = tta or config.get("tta", "none")
         precision = precision or config.get("precision", "auto")
         logits = predict_logits(model, images, batch_size, dev, tta, uses_bf16(precision, dev))
-    labels = map_labels(emotion, len(ckpt["class_names"]))
-    metrics = classification_metrics(labels, logits.argmax(1).numpy(), ckpt["class_names"])
+    y = split_labels(arrays, usage, len(ckpt["class_names"]), labels)
+    kept = y >= 0
+    metrics = classification_metrics(y[kept], logits.argmax(1).numpy()[kept], ckpt["class_names"])
     extra = {"checkpoint": str(checkpoint), "data": str(data), "epoch": ckpt.get("epoch"),
-             "val_accuracy": ckpt.get("val_accuracy"), "tta": tta, "precision": precision}
+             "val_accuracy": ckpt.get("val_accuracy"), "tta": tta, "precision": precision, "labels": labels,
+             "dropped": int((~kept).sum())}
     if out is not None:
         return write_reports(metrics, out, usage, extra)
     return {"split": usage, **extra, **metrics}
