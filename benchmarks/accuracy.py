@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 from common import machine
 
-from ferkit.train import add_train_arguments, config_from_args, train
+from ferkit.cli import add_train_arguments, config_from_args
+from ferkit.train import train
 
 
 class Tee(io.TextIOBase):

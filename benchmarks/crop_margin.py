@@ -22,8 +22,8 @@ import numpy as np
 from common import machine
 
 from ferkit.data import load_fer2013, map_labels
-from ferkit.detection import DETECTORS, create_detector
-from ferkit.inference import EmotionPredictor, crop_face
+from ferkit.infer.detection import DETECTORS, create_detector
+from ferkit.infer.predictor import EmotionPredictor, crop_face
 
 UPSCALE, BORDER = 3, 0.25
 MARGINS = (-0.15, -0.1, -0.05, 0.0, 0.05, 0.1, 0.15, 0.2, 0.3)

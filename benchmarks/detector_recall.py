@@ -20,8 +20,8 @@ from pathlib import Path
 import cv2
 from common import machine
 
-from ferkit.detection import DETECTORS, create_detector
-from ferkit.tracking import iou
+from ferkit.infer.detection import DETECTORS, create_detector
+from ferkit.infer.tracking import iou
 
 DEFAULT_PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "photos"
 

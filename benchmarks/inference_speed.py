@@ -32,10 +32,10 @@ import cv2
 import numpy as np
 from common import machine, timed_median
 
-from ferkit.detection import detect_faces
-from ferkit.inference import EmotionPredictor
-from ferkit.pipeline import FacePipeline
-from ferkit.tracking import iou
+from ferkit.infer.detection import detect_faces
+from ferkit.infer.pipeline import FacePipeline
+from ferkit.infer.predictor import EmotionPredictor
+from ferkit.infer.tracking import iou
 
 DEFAULT_PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "photos"
 ONE_FACE = "fr_obama.jpg"
@@ -89,8 +89,7 @@ def classification_speed(repeats: int) -> dict[str, dict[str, float]]:
     results = {}
     for label, backend in (("pytorch fp32", "torch"), ("onnxruntime fp32", None), ("onnxruntime int8", "onnx")):
         if backend is None:  # the bundled checkpoint through an fp32 ONNX export
-            from ferkit.backends import OnnxClassifier, cached_onnx
-            from ferkit.inference import bundled_model_path
+            from ferkit.infer.backends import OnnxClassifier, bundled_model_path, cached_onnx
 
             classifier = OnnxClassifier(cached_onnx(bundled_model_path()))
         else:

@@ -25,8 +25,8 @@ import httpx
 import numpy as np
 from common import machine
 
-from ferkit.demos import EXAMPLES_DIR
-from ferkit.detection import detect_faces
+from ferkit.apps.media import EXAMPLES_DIR
+from ferkit.infer.detection import detect_faces
 
 
 def test_image() -> bytes:

@@ -3,7 +3,7 @@ against a plain per-sample ``Dataset`` + ``DataLoader`` pipeline, in the same ru
 
     python benchmarks/train_speed.py --data ../shared/data/fer2013.csv.gz [--recipe seed] [--steps 60]
 
-Both pipelines run the same model, optimizer and training step (``ferkit.train._train_epoch``) for
+Both pipelines run the same model, optimizer and training step (``ferkit.train.loop.train_one_epoch``) for
 ``--steps`` steps, alternating ``--repeats`` times; the medians give images/s, seconds per epoch
 (28,709 training images) and their ratio. Without ``--data`` it times random images of FER2013's
 shape. The engine runs the recipe's options as configured (e.g. ``--compile``; channels_last and
@@ -26,10 +26,13 @@ import numpy as np
 import torch
 from common import machine
 
-from ferkit.augment import augment_sample
-from ferkit.data import USAGES, Fer2013Arrays, create_dataloaders, load_fer2013
-from ferkit.model import resolve_device, resolve_precision
-from ferkit.train import Distributed, _train_epoch, build_training, resolve_config, split_tensors, tensor_batches
+from ferkit.data import USAGES, Fer2013Arrays, load_fer2013
+from ferkit.device import resolve_device, resolve_precision
+from ferkit.train import resolve_config
+from ferkit.train.augment import augment_sample
+from ferkit.train.batches import create_dataloaders, split_tensors, tensor_batches
+from ferkit.train.loop import train_one_epoch
+from ferkit.train.parts import build_training
 
 TRAIN_IMAGES = 28_709
 
@@ -69,7 +72,7 @@ def main() -> None:
         train_model = torch.compile(parts.model) if pipeline == "engine" and cfg.compile else parts.model
         if pipeline == "engine":
             shuffle, aug = torch.Generator().manual_seed(0), torch.Generator(device=device).manual_seed(1)
-            source = lambda: tensor_batches(images, labels, cfg, shuffle, aug, Distributed())  # noqa: E731
+            source = lambda: tensor_batches(images, labels, cfg, shuffle, aug)  # noqa: E731
         else:
             transform = partial(augment_sample, flip=cfg.flip, rotation=cfg.rotation, min_crop=cfg.min_crop)
             loader = create_dataloaders(arrays, cfg.batch_size, cfg.label_classes, args.workers, cfg.seed,
@@ -82,7 +85,7 @@ def main() -> None:
                 torch.cuda.synchronize()
             start = time.perf_counter()
             mix_rng, aug = np.random.default_rng(0), torch.Generator(device=device)  # mixup and cutmix draw from these
-            _train_epoch(parts, batches, steps, run_cfg, mix_rng, aug, device, model=train_model)
+            train_one_epoch(parts, batches, steps, run_cfg, mix_rng, aug, device, model=train_model)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             return steps * cfg.batch_size / (time.perf_counter() - start)

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from common import machine
 
+from ferkit.device import resolve_device
 from ferkit.evaluation import TTA_MODES, evaluate_checkpoint
-from ferkit.model import resolve_device
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ from common import machine
 from ferkit.data import load_fer2013, map_labels, split_labels
 from ferkit.evaluation import classification_metrics
 from ferkit.folders import evaluate_folder
-from ferkit.inference import EmotionPredictor
+from ferkit.infer.predictor import EmotionPredictor
 
 
 def training_log_prior(arrays, model) -> torch.Tensor:

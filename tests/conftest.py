@@ -47,9 +47,9 @@ def write_csv(path: Path, lines: list[str]) -> Path:
 def train_interrupted(cfg, monkeypatch, epoch: int) -> None:
     """Train ``cfg`` until the machine goes away in the middle of ``epoch`` (a KeyboardInterrupt in
     its training pass), as a resumed run must survive."""
-    from ferkit import train as train_module
+    from ferkit.train import loop as train_module
 
-    real_epoch = train_module._train_epoch
+    real_epoch = train_module.train_one_epoch
     calls = []
 
     def crash(*args, **kwargs):
@@ -59,7 +59,7 @@ def train_interrupted(cfg, monkeypatch, epoch: int) -> None:
         return real_epoch(*args, **kwargs)
 
     with monkeypatch.context() as patched, pytest.raises(KeyboardInterrupt):
-        patched.setattr(train_module, "_train_epoch", crash)
+        patched.setattr(train_module, "train_one_epoch", crash)
         train_module.train(cfg)
 
 
@@ -91,7 +91,7 @@ def face_image() -> np.ndarray:
     shrunk and pasted onto a noise background."""
     import cv2
 
-    from ferkit.demos import EXAMPLES_DIR
+    from ferkit.apps.media import EXAMPLES_DIR
 
     portrait = cv2.imread(str(EXAMPLES_DIR / "astronaut.png"))
     face = cv2.resize(portrait[20:260, 120:330], (210, 240))

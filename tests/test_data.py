@@ -4,15 +4,12 @@ import time
 
 import numpy as np
 import pytest
-import torch
 from conftest import REAL_CSV, SPLIT_SIZES, needs_real_data, synthetic_rows, write_csv
 
 from ferkit import data
 from ferkit.data import (
     EMOTIONS_4,
     DataError,
-    Fer2013Dataset,
-    create_dataloaders,
     describe_splits,
     load_fer2013,
     map_labels,
@@ -136,17 +133,6 @@ def test_loads_device_npz(tmp_path, fer_csv):
              usage=np.array([data.USAGES[u] for u in arrays.usage]), row=np.arange(len(arrays.emotion)))
     loaded = load_fer2013(npz)
     assert np.array_equal(loaded.usage, arrays.usage) and np.array_equal(loaded.pixels, arrays.pixels)
-
-
-def test_dataset_and_dataloaders(fer_csv):
-    ds = Fer2013Dataset(fer_csv, "PublicTest", num_classes=7)
-    image, label = ds[0]
-    assert image.shape == (1, 48, 48) and image.dtype == torch.float32 and 0 <= image.min() <= image.max() <= 1
-    assert isinstance(label, int) and len(ds) == SPLIT_SIZES["PublicTest"]
-    loaders = create_dataloaders(fer_csv, batch_size=16, num_classes=4)
-    x, y = next(iter(loaders["train"]))
-    assert x.shape == (16, 1, 48, 48) and y.max() < 4
-    assert len(loaders["test"].dataset) == SPLIT_SIZES["PrivateTest"]
 
 
 @needs_real_data

@@ -7,7 +7,8 @@ from conftest import REAL_CSV, ferplus_lines, needs_real_data, synthetic_rows, w
 
 from ferkit import data as data_module
 from ferkit.data import DataError, load_fer2013, load_ferplus_votes
-from ferkit.train import check_config, ferplus_targets, resolve_config, split_tensors, train
+from ferkit.train import check_config, resolve_config, train
+from ferkit.train.batches import ferplus_targets, split_tensors
 
 
 @pytest.fixture

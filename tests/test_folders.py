@@ -43,7 +43,7 @@ def test_listing_skips_unknown_folders_and_other_files(folder):
 
 
 def test_crops_and_full_images_are_scored(folder, random_checkpoint):
-    from ferkit.inference import EmotionPredictor
+    from ferkit.infer.predictor import EmotionPredictor
 
     predictor = EmotionPredictor(random_checkpoint, backend="torch", device="cpu")
     crops = evaluate_folder(predictor, folder, cropped=True)

@@ -2,7 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from ferkit.model import count_parameters, create_model, native_bf16, uses_bf16
+from ferkit.device import native_bf16, uses_bf16
+from ferkit.model import count_parameters, create_model
 
 
 @pytest.mark.parametrize("stem, classes", [("imagenet", 4), ("cifar", 7)])

@@ -1,72 +1,290 @@
-"""The ``ferkit`` command: one subcommand per stage, each a thin call into the package.
+"""The ``ferkit`` command, and the only argument parser in the package: one subcommand per stage,
+each a thin call into the library, which never parses flags.
 
     ferkit train     [--recipe seed] --data fer2013.csv.gz --out models/
-    ferkit evaluate  --checkpoint models/fer_resnet18_best.pth --data fer2013.csv.gz [--split PrivateTest]
+    ferkit evaluate  [--model NAME|PATH] --data fer2013.csv.gz [--split PrivateTest] [--labels ferplus]
+    ferkit evaluate  [--model NAME|PATH] --folder faces/ [--cropped]               # labelled face folders
     ferkit image     [PATH ...] [--out annotated.jpg]
     ferkit predict   PATH... [--output faces.csv|faces.jsonl] [--annotate DIR]     # images and folders
     ferkit video     IN [--out annotated.mp4] [--csv timeline.csv] [--plot timeline.png]
     ferkit webcam    [--camera 0]                                                  # q quits, s saves a screenshot
     ferkit serve     [--host 127.0.0.1] [--port 8000] [--model PATH]               # web service and live page
-    ferkit export    CHECKPOINT [--weights OUT.pt] [--onnx OUT.onnx [--int8 --calibration-data CSV]] [--torchscript OUT]
+    ferkit export    [--model NAME|PATH] [--weights OUT.pt] [--onnx OUT.onnx [--int8 --calibration-data CSV]]
+
+Parsing imports neither torch nor OpenCV: ``ferkit --help`` answers at once; each command imports
+what it runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import difflib
+import os
 import sys
+from collections.abc import Callable
 
-from ferkit.checkpoint import CheckpointError
-from ferkit.data import DataError
+from ferkit import __version__
+from ferkit.defaults import BACKENDS, DEFAULT_DETECTOR, DETECTORS, LABEL_SETS, PRECISIONS, TTA_MODES
+from ferkit.serve.config import ServiceConfig
+from ferkit.train.config import RECIPES, TrainConfig, resolve_config
+
+SERVICE = ServiceConfig()  # the service's defaults
+
+# ----------------------------------------------------------------------------------------------
+# Shared option groups
 
 
-def evaluate_main(argv: list[str] | None = None) -> int:
-    from ferkit.evaluation import TTA_MODES, evaluate_checkpoint, format_report
-    from ferkit.model import PRECISIONS
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", help="a checkpoint, weights file or ONNX export (default: the bundled model)")
+    group.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda... (default: auto)")
+    group.add_argument("--backend", choices=BACKENDS, default="auto",
+                       help="auto: ONNX Runtime on the CPU when installed, else PyTorch (default: auto)")
 
-    parser = argparse.ArgumentParser(prog="ferkit evaluate", description="Score a checkpoint on FER2013.")
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--data", required=True, help="fer2013.csv, fer2013.csv.gz or .npz")
-    parser.add_argument("--split", default="PrivateTest", help="PrivateTest (default), PublicTest or Training")
-    parser.add_argument("--out", help="folder for confusion_matrix.png, classification_report.txt, metrics.json")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--skip-bad-rows", action="store_true")
-    parser.add_argument("--tta", choices=TTA_MODES, help="test-time augmentation (default: the checkpoint's)")
-    parser.add_argument("--precision", choices=PRECISIONS,
-                        help="fp32 scores as EmotionPredictor runs (default: the checkpoint's)")
-    args = parser.parse_args(argv)
-    record = evaluate_checkpoint(args.checkpoint, args.data, args.split, args.out, args.device,
-                                 skip_bad_rows=args.skip_bad_rows, tta=args.tta, precision=args.precision)
-    print(format_report(record, f"{args.checkpoint} on {record['split']}"))
+
+def add_detector_options(parser: argparse.ArgumentParser, video: bool) -> None:
+    group = parser.add_argument_group("faces")
+    group.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR,
+                       help=f"face detector (default: {DEFAULT_DETECTOR})")
+    if video:
+        group.add_argument("--detect-every", type=int, default=3,
+                           help="run the detector every N frames and follow faces in between (default: 3)")
+        group.add_argument("--detect-scale", type=float, default=0.5,
+                           help="shrink frames by this factor for detection (default: 0.5)")
+        group.add_argument("--smoothing", type=float, default=5,
+                           help="EMA window in frames for each face's probabilities (1: none; default: 5)")
+
+
+def make_pipeline(args: argparse.Namespace):
+    """The pipeline the model and face options describe."""
+    from ferkit.infer.pipeline import FacePipeline
+    from ferkit.infer.predictor import EmotionPredictor
+
+    predictor = EmotionPredictor(args.model, device=args.device, backend=args.backend)
+    if not hasattr(args, "detect_every"):
+        return FacePipeline(predictor, args.detector)
+    return FacePipeline(predictor, args.detector, args.detect_every, args.detect_scale, args.smoothing)
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per :class:`TrainConfig` field, its help from the field; unset flags keep the recipe's value."""
+    defaults = TrainConfig()
+    for field in dataclasses.fields(TrainConfig):
+        flag, default, meta = "--" + field.name.replace("_", "-"), getattr(defaults, field.name), field.metadata
+        recipes = ", ".join(f"{r}: {v[field.name]}" for r, v in RECIPES.items() if field.name in v)
+        help = f"{meta['help']} (seed: {default!r}{'; ' + recipes if recipes else ''})"
+        if field.name == "recipe":
+            parser.add_argument(flag, default="seed", choices=sorted(RECIPES), help=meta["help"] + " (default: seed)")
+        elif isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help)
+        else:
+            parser.add_argument(flag, type=type(default), default=None, choices=meta["choices"], help=help)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "recipe"}
+    return resolve_config(args.recipe, **overrides)
+
+
+# ----------------------------------------------------------------------------------------------
+# The commands: each builds its parser, and runs from the parsed arguments
+
+
+def train_parser(p: argparse.ArgumentParser) -> None:
+    add_train_arguments(p)
+
+
+def train_run(args: argparse.Namespace) -> int:
+    from ferkit.train.loop import train
+
+    train(config_from_args(args))
+    return 0
+
+
+def evaluate_parser(p: argparse.ArgumentParser) -> None:
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="FER2013: fer2013.csv, fer2013.csv.gz or .npz")
+    source.add_argument("--folder", help="labelled face images, one subfolder per label (anger, happiness, ...)")
+    p.add_argument("--model", "--checkpoint", dest="model",
+                   help="checkpoint or ONNX export (default: the bundled model)")
+    p.add_argument("--split", default="PrivateTest",
+                   help="FER2013 split: PrivateTest (default), PublicTest or Training")
+    p.add_argument("--labels", choices=LABEL_SETS, default="fer2013",
+                   help="FER2013's labels or FER+'s majority votes (rows without a majority are left out)")
+    p.add_argument("--cropped", action="store_true", help="--folder holds face crops: classify them as they are "
+                   "(default: detect faces and score each image's largest)")
+    p.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR,
+                   help=f"face detector for --folder without --cropped (default: {DEFAULT_DETECTOR})")
+    p.add_argument("--out", help="folder for confusion_matrix.png, classification_report.txt, metrics.json")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda...")
+    p.add_argument("--skip-bad-rows", action="store_true", help="drop malformed CSV rows instead of stopping")
+    p.add_argument("--tta", choices=TTA_MODES, help="test-time views (default: the checkpoint's)")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="fp32 scores as EmotionPredictor runs (default: the checkpoint's)")
+
+
+def evaluate_run(args: argparse.Namespace) -> int:
+    from ferkit.evaluation import evaluate_checkpoint, format_report, write_reports
+    from ferkit.infer.backends import bundled_model_path
+
+    model = args.model or bundled_model_path()
+    if args.folder:
+        from ferkit.folders import evaluate_folder
+        from ferkit.infer.predictor import EmotionPredictor
+
+        predictor = EmotionPredictor(model, device=args.device)
+        record = evaluate_folder(predictor, args.folder, args.cropped, args.detector, progress=sys.stderr.isatty())
+        title = f"{model} on {args.folder} ({'crops' if args.cropped else record['detector']}, {predictor.backend})"
+        if args.out:
+            write_reports(record, args.out, args.folder)
+        print(format_report(record, title))
+        print(f"skipped folders: {record['skipped_folders'] or 'none'}; unreadable files: {record['unreadable']}"
+              + ("" if args.cropped else f"; images without a face: {record['no_face']}"))
+    else:
+        record = evaluate_checkpoint(model, args.data, args.split, args.out, args.device,
+                                     skip_bad_rows=args.skip_bad_rows, tta=args.tta, precision=args.precision,
+                                     labels=args.labels)
+        dropped = f", {record['dropped']} rows without a FER+ majority left out" if record["dropped"] else ""
+        print(format_report(record, f"{model} on {record['split']} ({args.labels} labels{dropped}; "
+                                    f"{record['precision']}, test-time views: {record['tta']})"))
     if args.out:
         print(f"reports written to {args.out}")
     return 0
 
 
-def export_main(argv: list[str] | None = None) -> int:
-    from ferkit.backends import export_onnx, export_torchscript
-    from ferkit.checkpoint import export_weights
+def image_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="*", help="image files or folders (default: the bundled example photos)")
+    p.add_argument("--out", help="annotated output: a file for one image, else a folder "
+                                 "(default: <name>_annotated.jpg in the folder 'annotated/')")
+    add_model_options(p)
+    add_detector_options(p, video=False)
 
-    parser = argparse.ArgumentParser(prog="ferkit export", description="Export a checkpoint for inference.")
-    parser.add_argument("checkpoint")
-    parser.add_argument("--weights", help="output: fp16 weights and metadata, no optimizer state (.pt)")
-    parser.add_argument("--onnx", help="output: ONNX model with a dynamic batch dimension (.onnx)")
-    parser.add_argument("--int8", action="store_true", help="quantize the ONNX model to int8")
-    parser.add_argument("--calibration-data", help="FER2013 file whose Training images calibrate --int8")
-    parser.add_argument("--calibration-size", type=int, default=2048, help="training images to calibrate on")
-    parser.add_argument("--torchscript", help="output: frozen TorchScript module (fp32)")
-    args = parser.parse_args(argv)
+
+def image_run(args: argparse.Namespace) -> int:
+    from ferkit.apps.predict import show_images
+
+    return show_images(args.paths, make_pipeline(args), args.out)
+
+
+def predict_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", help="image files and folders (searched recursively)")
+    p.add_argument("--output", "-o", help="file to write (default: standard output)")
+    p.add_argument("--format", choices=("csv", "jsonl"),
+                   help="csv or jsonl (default: from --output's suffix, else csv)")
+    p.add_argument("--annotate", metavar="DIR", help="also write annotated copies into DIR")
+    add_model_options(p)
+    add_detector_options(p, video=False)
+
+
+def predict_run(args: argparse.Namespace) -> int:
+    from ferkit.apps.predict import predict_paths
+
+    return predict_paths(args.paths, make_pipeline(args), args.output, args.format, args.annotate)
+
+
+def video_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("video", help="input video file")
+    p.add_argument("--out", help="annotated video to write (.mp4 or .avi)")
+    p.add_argument("--csv", help="timeline CSV: frame, time, track, box, emotion, probabilities")
+    p.add_argument("--plot", help="timeline plot (.png): each track's probabilities over time")
+    p.add_argument("--max-frames", type=int, default=0, help="stop after N frames (0: all)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_options(p)
+    add_detector_options(p, video=True)
+
+
+def video_run(args: argparse.Namespace) -> int:
+    from ferkit.apps.video import process_video
+
+    if not (args.out or args.csv or args.plot):
+        raise ValueError("say what to write: --out, --csv and/or --plot")
+    result = process_video(args.video, make_pipeline(args), args.out, args.csv, args.plot, args.max_frames,
+                           not args.quiet)
+    print(f"{result.frames} frames in {result.seconds:.1f} s ({result.fps:.1f} FPS), {len(result.timeline)} "
+          f"track{'s' if len(result.timeline) != 1 else ''}", file=sys.stderr)
+    for what, path in (("annotated video", args.out), ("timeline", args.csv), ("plot", args.plot)):
+        if path:
+            print(f"{what}: {path}", file=sys.stderr)
+    return 0
+
+
+def webcam_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--camera", default="0", help="camera index, or a video file path (default: 0)")
+    p.add_argument("--max-frames", type=int, default=0, help="stop after N frames (0: never)")
+    p.add_argument("--screenshots", default=".", help="folder for 's' screenshots (default: .)")
+    add_model_options(p)
+    add_detector_options(p, video=True)
+
+
+def webcam_run(args: argparse.Namespace) -> int:
+    from ferkit.apps.camera import run_camera
+
+    return run_camera(args.camera, make_pipeline(args), args.max_frames, args.screenshots)
+
+
+def serve_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    add_model_options(p)
+    p.add_argument("--detector", choices=DETECTORS, default=SERVICE.detector,
+                   help=f"face detector (default: {SERVICE.detector})")
+    p.add_argument("--max-side", type=int, default=SERVICE.max_side,
+                   help=f"shrink larger images to this longer side for detection (default: {SERVICE.max_side})")
+    p.add_argument("--max-upload-mb", type=float, default=SERVICE.max_upload_bytes / 2**20,
+                   help=f"largest upload accepted, in MiB (default: {SERVICE.max_upload_bytes / 2**20:g})")
+    p.add_argument("--max-batch", type=int, default=SERVICE.max_batch,
+                   help=f"most images in one batch request (default: {SERVICE.max_batch})")
+    p.add_argument("--max-pixels", type=int, default=SERVICE.max_pixels,
+                   help=f"largest image, in pixels (default: {SERVICE.max_pixels:,})")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="processes analysing images side by side, each with its own model (default: one per core)")
+
+
+def serve_run(args: argparse.Namespace) -> int:
+    try:  # the service's dependencies are an extra: the other commands work without them
+        import uvicorn
+
+        from ferkit.serve.app import create_app
+    except ImportError as e:
+        raise ImportError(f"ferkit serve needs the serve extra ({e}): pip install 'ferkit[serve]'") from None
+    config = ServiceConfig(model=args.model, device=args.device, backend=args.backend, detector=args.detector,
+                           max_side=args.max_side, max_upload_bytes=int(args.max_upload_mb * 2**20),
+                           max_batch=args.max_batch, max_pixels=args.max_pixels)
+    app = create_app(config, processes=args.workers)
+    print(f"ferkit serving on http://{args.host}:{args.port}/ (API docs at /docs), {args.workers} worker(s)")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def export_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", nargs="?", help="the checkpoint to export (default: --model, else the bundled model)")
+    p.add_argument("--model", help="the checkpoint to export (default: the bundled model)")
+    p.add_argument("--weights", help="output: fp16 weights and metadata, no optimizer state (.pt)")
+    p.add_argument("--onnx", help="output: ONNX model with a dynamic batch dimension (.onnx)")
+    p.add_argument("--int8", action="store_true", help="quantize the ONNX model to int8")
+    p.add_argument("--calibration-data", help="FER2013 file whose Training images calibrate --int8")
+    p.add_argument("--calibration-size", type=int, default=2048, help="training images to calibrate on (default: 2048)")
+    p.add_argument("--torchscript", help="output: frozen TorchScript module (fp32)")
+
+
+def export_run(args: argparse.Namespace) -> int:
+    from ferkit.checkpoint import export_weights
+    from ferkit.infer.backends import bundled_model_path, export_onnx, export_torchscript
+
     if not (args.weights or args.onnx or args.torchscript):
-        parser.error("say what to write: --weights, --onnx and/or --torchscript")
+        raise ValueError("say what to write: --weights, --onnx and/or --torchscript")
     if args.int8 != bool(args.calibration_data):
-        parser.error("--int8 and --calibration-data go together")
+        raise ValueError("--int8 and --calibration-data go together")
+    checkpoint = args.checkpoint or args.model or bundled_model_path()
     written = []
     if args.weights:
-        written.append(export_weights(args.checkpoint, args.weights))
+        written.append(export_weights(checkpoint, args.weights))
     if args.onnx:
         calibration = _calibration_faces(args.calibration_data, args.calibration_size) if args.int8 else None
-        written.append(export_onnx(args.checkpoint, args.onnx, calibration))
+        written.append(export_onnx(checkpoint, args.onnx, calibration))
     if args.torchscript:
-        written.append(export_torchscript(args.checkpoint, args.torchscript))
+        written.append(export_torchscript(checkpoint, args.torchscript))
     for out in written:
         print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
     return 0
@@ -83,34 +301,49 @@ def _calibration_faces(data: str, count: int):
     return pixels[np.sort(pick)]
 
 
-def serve_main(argv: list[str] | None = None) -> int:
-    try:  # the service's dependencies are an extra: the other commands work without them
-        from ferkit.serving import serve_main as main
-    except ImportError as e:
-        raise ImportError(f"ferkit serve needs the serve extra ({e}): pip install 'ferkit[serve]'") from None
-    return main(argv)
+# name: (one-line description, parser builder, runner)
+COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
+    "train": ("train a ResNet-18 on FER2013 with a named recipe", train_parser, train_run),
+    "evaluate": ("score a model on FER2013 (its or FER+'s labels) or on a labelled face folder", evaluate_parser,
+                 evaluate_run),
+    "image": ("faces and emotions in images, printed and annotated", image_parser, image_run),
+    "predict": ("faces and emotions in images and folders, as CSV or JSON lines", predict_parser, predict_run),
+    "video": ("faces in a video, tracked and smoothed: annotated video, timeline, plot", video_parser, video_run),
+    "webcam": ("live emotions from a camera", webcam_parser, webcam_run),
+    "serve": ("the web service and live page", serve_parser, serve_run),
+    "export": ("export a model: fp16 weights, ONNX (fp32 or int8), TorchScript", export_parser, export_run),
+}
 
 
-def _commands():
-    from ferkit.batch import predict_main
-    from ferkit.demos import image_main, webcam_main
-    from ferkit.train import main as train_main
-    from ferkit.video import video_main
-
-    return {"train": train_main, "evaluate": evaluate_main, "image": image_main, "predict": predict_main,
-            "video": video_main, "webcam": webcam_main, "serve": serve_main, "export": export_main}
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ferkit", description="Facial emotion recognition: train, evaluate and run "
+                                     "a from-scratch ResNet-18 on FER2013.", epilog=__doc__.split("\n\n")[1])
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--version", action="version", version=f"ferkit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for name, (summary, build, run) in COMMANDS.items():
+        p = sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".")
+        build(p)
+        p.set_defaults(run=run)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ferkit`` console script; bad input ends with a one-line error, exit 2."""
-    argv = sys.argv[1:] if argv is None else argv
-    commands = _commands()
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
-        print(__doc__.strip(), file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        near = difflib.get_close_matches(argv[0], COMMANDS, n=1)
+        hint = f"; did you mean '{near[0]}'?" if near else ""
+        print(f"ferkit: unknown command '{argv[0]}'{hint} (commands: {', '.join(COMMANDS)})", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
     try:
-        return commands[argv[0]](argv[1:])
-    except (DataError, CheckpointError, FileNotFoundError, ValueError, TypeError, ImportError) as e:
+        return args.run(args)
+    except (FileNotFoundError, ValueError, TypeError, ImportError) as e:  # DataError, CheckpointError: ValueErrors
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
+
+from ferkit.defaults import LABEL_SETS
 
 IMAGE_SIZE = 48
 NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
@@ -28,7 +28,6 @@ EMOTIONS_8 = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust",
 # FER2013 label -> 4-class label: angry+disgust, fear+sad, happy, surprise+neutral.
 MAP_7_TO_4 = (0, 0, 1, 2, 1, 3, 3)
 MAP_7_TO_8 = (4, 5, 6, 1, 3, 2, 0)  # FER2013 label -> FER+'s class (contempt has no FER2013 label)
-LABEL_SETS = ("fer2013", "ferplus")
 USAGES = ("Training", "PublicTest", "PrivateTest")
 SPLIT_ALIASES = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
 CACHE_VERSION = 1
@@ -368,69 +367,3 @@ def describe_splits(arrays: Fer2013Arrays, num_classes: int) -> str:
         counts = np.bincount(map_labels(emotion, num_classes), minlength=num_classes)
         rows.append(f"{usage:<12}" + "".join(f"{c:>10}" for c in counts) + f"{counts.sum():>10}")
     return "\n".join(rows)
-
-
-# ----------------------------------------------------------------------------------------------
-# Per-sample Dataset and DataLoaders (the classic PyTorch pipeline)
-
-
-class Fer2013Dataset(Dataset):
-    """One FER2013 split as a per-sample ``Dataset`` of ``(image, label)``.
-
-    ``image`` is a float tensor (1, 48, 48) in [0, 1]; ``transform``, if given, takes and returns
-    such a tensor (e.g. :func:`ferkit.augment.augment_sample`).
-    """
-
-    def __init__(
-        self,
-        source: str | os.PathLike | Fer2013Arrays,
-        split: str = "Training",
-        num_classes: int = 4,
-        transform=None,
-        skip_bad_rows: bool = False,
-    ) -> None:
-        arrays = source if isinstance(source, Fer2013Arrays) else load_fer2013(source, skip_bad_rows)
-        pixels, emotion = arrays.split(split)
-        self.pixels = torch.from_numpy(np.ascontiguousarray(pixels))
-        self.labels = torch.from_numpy(map_labels(emotion, num_classes))
-        self.classes = class_names(num_classes)
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        image = self.pixels[i].unsqueeze(0).float().div_(255)
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, int(self.labels[i])
-
-
-def create_dataloaders(
-    source: str | os.PathLike | Fer2013Arrays,
-    batch_size: int = 64,
-    num_classes: int = 4,
-    workers: int = 0,
-    seed: int = 0,
-    transform="seed",
-    skip_bad_rows: bool = False,
-) -> dict[str, DataLoader]:
-    """``train``/``val``/``test`` loaders over Training/PublicTest/PrivateTest.
-
-    ``transform`` augments each training image: ``"seed"`` (the seed recipe's flip, rotation and
-    crop), ``None``, or any callable on a (1, 48, 48) float tensor.
-    """
-    from ferkit.augment import augment_sample
-
-    if transform == "seed":
-        transform = augment_sample
-    arrays = source if isinstance(source, Fer2013Arrays) else load_fer2013(source, skip_bad_rows)
-    loaders = {}
-    for name, usage in SPLIT_ALIASES.items():
-        train = name == "train"
-        ds = Fer2013Dataset(arrays, usage, num_classes, transform=transform if train else None)
-        loaders[name] = DataLoader(
-            ds, batch_size=batch_size, shuffle=train, num_workers=workers, drop_last=False,
-            generator=torch.Generator().manual_seed(seed), persistent_workers=workers > 0,
-        )
-    return loaders

@@ -13,18 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Test-time view sets, one entry per crop size: how many pixels the crop's side is shorter than the
-# image's. 0 is the whole image (one view); any other its four corners and centre, resized back to full
-# size; every view also comes mirrored. The cpu recipe trains on crops of 85-100% of the area (44-48 px
-# of 48), so all of these look like its training views; reports/cpu-tta compares them.
-TTA_TRIMS: dict[str, tuple[int, ...]] = {
-    "none": (),
-    "flip": (0,),  # the image and its mirror
-    "tencrop": (4,),  # five 44-px crops of a 48-px image, and their mirrors
-    "tencrop_full": (0, 4),  # tencrop plus the image and its mirror (12 views)
-    "multiscale": (0, 2, 4),  # the image, five 46-px and five 44-px crops, and their mirrors (22 views)
-}
-TTA_MODES = tuple(TTA_TRIMS)
+from ferkit.defaults import TTA_MODES, TTA_TRIMS
 
 
 def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
@@ -210,10 +199,10 @@ def evaluate_checkpoint(
     was trained to be scored with. ``labels``: ``fer2013`` (the split's own) or ``ferplus`` (FER+'s
     majority; rows without one are left out and counted as ``dropped``).
     """
-    from ferkit.backends import OnnxClassifier
     from ferkit.checkpoint import load_checkpoint, model_from_checkpoint
     from ferkit.data import SPLIT_ALIASES, USAGES, load_fer2013, split_labels
-    from ferkit.model import resolve_device, uses_bf16
+    from ferkit.device import resolve_device, uses_bf16
+    from ferkit.infer.backends import OnnxClassifier
 
     usage = SPLIT_ALIASES.get(split, split)
     if usage not in USAGES:

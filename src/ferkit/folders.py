@@ -65,7 +65,7 @@ def list_folder(root: str | os.PathLike, num_classes: int) -> tuple[list[Path], 
 
 def evaluate_folder(predictor, root: str | os.PathLike, cropped: bool = False, detector: Any = "yunet",
                     batch_size: int = 256, progress: bool = False) -> dict[str, Any]:
-    """Score ``predictor`` (an :class:`ferkit.inference.EmotionPredictor`) on a labelled face folder.
+    """Score ``predictor`` (an :class:`ferkit.infer.predictor.EmotionPredictor`) on a labelled face folder.
 
     ``cropped``: the images are face crops, classified as they are; otherwise ``detector`` finds the
     faces and the largest is scored (images without one are counted in ``no_face``). Unreadable
@@ -75,8 +75,8 @@ def evaluate_folder(predictor, root: str | os.PathLike, cropped: bool = False, d
     import cv2
     from tqdm import tqdm
 
-    from ferkit.detection import get_detector
     from ferkit.evaluation import classification_metrics
+    from ferkit.infer.detection import get_detector
 
     names = predictor.class_names
     files, labels, skipped = list_folder(root, len(names))

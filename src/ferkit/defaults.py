@@ -1,0 +1,24 @@
+"""Names and defaults that the command line and the library share, importable without torch,
+ONNX Runtime or OpenCV (so that ``ferkit --help`` answers at once)."""
+
+from __future__ import annotations
+
+DETECTORS = ("haar", "yunet")
+DEFAULT_DETECTOR = "haar"  # what every entry point uses unless told otherwise
+BACKENDS = ("auto", "torch", "onnx")  # auto: ONNX Runtime on the CPU when installed, else PyTorch
+PRECISIONS = ("auto", "bf16", "fp32")
+STEMS = ("imagenet", "cifar")
+LABEL_SETS = ("fer2013", "ferplus")
+
+# Test-time view sets, one entry per crop size: how many pixels the crop's side is shorter than the
+# image's. 0 is the whole image (one view); any other its four corners and centre, resized back to full
+# size; every view also comes mirrored. The cpu recipe trains on crops of 85-100% of the area (44-48 px
+# of 48), so all of these look like its training views; reports/cpu-tta compares them.
+TTA_TRIMS: dict[str, tuple[int, ...]] = {
+    "none": (),
+    "flip": (0,),  # the image and its mirror
+    "tencrop": (4,),  # five 44-px crops of a 48-px image, and their mirrors
+    "tencrop_full": (0, 4),  # tencrop plus the image and its mirror (12 views)
+    "multiscale": (0, 2, 4),  # the image, five 46-px and five 44-px crops, and their mirrors (22 views)
+}
+TTA_MODES = tuple(TTA_TRIMS)

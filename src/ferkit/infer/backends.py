@@ -1,0 +1,232 @@
+"""Classifier backends: the network as PyTorch runs it, or exported to ONNX and run by ONNX Runtime.
+
+Both take a float32 batch (N, 1, 48, 48) in [0, 1] and return logits (N, classes) as numpy.
+ONNX files are protobuf, not pickles: loading one runs no code. Exports:
+
+    export_onnx(checkpoint, "model.onnx")                                 # fp32, dynamic batch
+    export_onnx(checkpoint, "model_int8.onnx", calibration=train_pixels)  # int8, static quantization
+    export_torchscript(checkpoint, "model.torchscript")                   # for LibTorch / C++
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ferkit.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from ferkit.data import IMAGE_SIZE
+from ferkit.defaults import BACKENDS
+
+WEIGHTS_DIR = Path(__file__).parents[1] / "weights"
+BUNDLED_MODEL = WEIGHTS_DIR / "fer_resnet18_cpu_fp16.pt"
+BUNDLED_ONNX = WEIGHTS_DIR / "fer_resnet18_cpu_int8.onnx"  # `ferkit export` of BUNDLED_MODEL, int8
+ONNX_INPUT, ONNX_OUTPUT = "faces", "logits"
+ONNX_OPSET = 17
+CALIBRATION_BATCH = 64
+
+
+def onnxruntime_available() -> bool:
+    """Whether ONNX Runtime and the ``onnx`` package (needed to export) are installed."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class TorchClassifier:
+    """The network in PyTorch, on any device."""
+
+    name = "torch"
+
+    def __init__(self, model: torch.nn.Module, class_names: Sequence[str], device: torch.device) -> None:
+        self.model = model.to(device).eval()
+        self.class_names = tuple(class_names)
+        self.device = device
+
+    @torch.inference_mode()
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.model(torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
+
+
+class OnnxClassifier:
+    """The network exported to ONNX, run by ONNX Runtime on the CPU.
+
+    ``class_names``: default, the ones stored in the file's metadata by :func:`export_onnx`.
+    ``threads``: ONNX Runtime's intra-op threads (default: its own choice, one per core).
+    """
+
+    def __init__(self, path: str | os.PathLike, class_names: Sequence[str] | None = None,
+                 threads: int | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ImportError("ONNX models need onnxruntime: pip install 'ferkit[onnx]'") from None
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # ORT raises its own exception types for bad protobuf, bad graphs...
+            raise CheckpointError(f"{path}: not a loadable ONNX model ({str(e).strip()[:200]})") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        inputs = [i.name for i in self.session.get_inputs()]
+        if inputs != [ONNX_INPUT]:
+            raise CheckpointError(f"{path}: expected one input named {ONNX_INPUT!r}, found {inputs}")
+        names = class_names or json.loads(meta.get("class_names", "null") or "null")
+        if not names:
+            raise CheckpointError(f"{path}: no class names in its metadata (export it with `ferkit export --onnx`)")
+        self.class_names = tuple(names)
+        self.metadata = dict(meta)
+        self.path = path
+        self.name = "onnxruntime-int8" if meta.get("quantization") == "int8" else "onnxruntime"
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run([ONNX_OUTPUT], {ONNX_INPUT: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+
+def export_onnx(
+    checkpoint: str | os.PathLike,
+    out: str | os.PathLike,
+    calibration: np.ndarray | None = None,
+    ckpt: dict | None = None,
+) -> Path:
+    """Export a checkpoint to ONNX (dynamic batch, class names in the metadata).
+
+    ``calibration``: uint8 faces (N, 48, 48), for example a few thousand FER2013 training images:
+    given, the model is quantized to int8 (QDQ, per-channel weights), with activation ranges
+    measured on them. About four times smaller, and faster on CPUs with VNNI (on these Zen 4 cores,
+    ``benchmarks/inference_speed.py``: 4.5x at batch 1, 3.1x at batch 64). ``ckpt``: the checkpoint
+    already loaded, if it is.
+    """
+    import onnx
+
+    ckpt = ckpt or load_checkpoint(checkpoint)
+    model = model_from_checkpoint(ckpt, checkpoint).eval()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        with warnings.catch_warnings():  # the TorchScript-based exporter warns that it is deprecated; torch is pinned
+            warnings.simplefilter("ignore", DeprecationWarning)
+            # it also passes forward's `merge=True` as a traced tensor, which is fine as a constant
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            torch.onnx.export(
+                model, (torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE),), str(fp32), input_names=[ONNX_INPUT],
+                output_names=[ONNX_OUTPUT], dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}},
+                opset_version=ONNX_OPSET, dynamo=False,
+            )
+        metadata = {"class_names": json.dumps(list(ckpt["class_names"])), "source": Path(checkpoint).name,
+                    "val_accuracy": str(ckpt.get("val_accuracy")), "producer": "ferkit"}
+        if calibration is not None:
+            fp32 = _quantize_int8(fp32, Path(tmp) / "int8.onnx", calibration)
+            metadata["quantization"] = "int8"
+        proto = onnx.load(str(fp32))
+        for key, value in metadata.items():
+            proto.metadata_props.add(key=key, value=value)
+        fd, staged = tempfile.mkstemp(dir=out.parent, prefix=out.name, suffix=".tmp")
+        os.close(fd)
+        try:  # write, then rename: an interrupted export leaves no half-written model behind
+            onnx.save(proto, staged)
+            os.replace(staged, out)
+        except BaseException:
+            Path(staged).unlink(missing_ok=True)
+            raise
+    return out
+
+
+def _quantize_int8(fp32: Path, out: Path, calibration: np.ndarray) -> Path:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    calibration = np.asarray(calibration)
+    if calibration.ndim != 3 or calibration.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or len(calibration) == 0:
+        raise ValueError(f"calibration faces must be (N, 48, 48) with N > 0, got {calibration.shape}")
+
+    class Faces(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(range(0, len(calibration), CALIBRATION_BATCH))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            i = next(self.batches, None)
+            if i is None:
+                return None
+            return {ONNX_INPUT: calibration[i : i + CALIBRATION_BATCH, None].astype(np.float32) / 255}
+
+    prepared = out.with_name("prepared.onnx")
+    quant_pre_process(str(fp32), str(prepared))
+    # uint8 activations with int8 per-channel weights: the combination ORT's x86 int8 kernels run fastest.
+    quantize_static(str(prepared), str(out), Faces(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return out
+
+
+def cached_onnx(checkpoint: str | os.PathLike, ckpt: dict | None = None) -> Path:
+    """The fp32 ONNX export of a checkpoint, made once and kept in the cache (keyed by the file's
+    SHA-256), so that ONNX Runtime can run any checkpoint without an explicit export step."""
+    from ferkit.data import cache_dir
+
+    digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()[:24]
+    path = cache_dir() / "onnx" / f"{digest}.onnx"
+    if not path.is_file():
+        export_onnx(checkpoint, path, ckpt=ckpt)
+    return path
+
+
+def export_torchscript(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """A frozen TorchScript copy of a checkpoint (fp32), loadable from C++ with ``torch::jit::load``.
+    (torch 2.13 marks TorchScript deprecated; LibTorch still loads it.)"""
+    ckpt = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(ckpt, checkpoint).eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = torch.jit.freeze(torch.jit.trace(model, torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE)))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    scripted.save(str(out), _extra_files={"class_names.json": json.dumps(list(ckpt["class_names"]))})
+    return out
+
+
+def bundled_model_path() -> Path:
+    """The model that ships with ferkit: the ``cpu`` recipe's run in ``reports/cpu-v9``, in fp16."""
+    if not BUNDLED_MODEL.is_file():
+        raise FileNotFoundError(f"the bundled model {BUNDLED_MODEL} is missing; pass a checkpoint path")
+    return BUNDLED_MODEL
+
+
+def load_classifier(checkpoint: Path, backend: str = "auto", device: torch.device | None = None,
+                    threads: int | None = None) -> OnnxClassifier | TorchClassifier:
+    """The classifier for a checkpoint (``.pth``/``.pt``) or an ONNX export (``.onnx``), each file
+    read once.
+
+    ``backend``: ``torch``; ``onnx`` (ONNX Runtime, CPU); ``auto``: ONNX Runtime when the device is
+    the CPU and it is installed, else PyTorch. ``threads``: ONNX Runtime's threads (default: all cores).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    device = device or torch.device("cpu")
+    if checkpoint.suffix == ".onnx":
+        if backend == "torch":
+            raise ValueError(f"{checkpoint}: an ONNX model runs on the onnx backend, not torch")
+        return OnnxClassifier(checkpoint, threads=threads)
+    use_onnx = backend == "onnx" or (backend == "auto" and device.type == "cpu" and onnxruntime_available())
+    if use_onnx and device.type != "cpu":
+        raise ValueError(f"the onnx backend runs on the CPU, not {device}")
+    if use_onnx and checkpoint == BUNDLED_MODEL and BUNDLED_ONNX.is_file():
+        return OnnxClassifier(BUNDLED_ONNX, threads=threads)  # its class names are in its metadata
+    ckpt = load_checkpoint(checkpoint)
+    if use_onnx:
+        return OnnxClassifier(cached_onnx(checkpoint, ckpt), class_names=ckpt["class_names"], threads=threads)
+    return TorchClassifier(model_from_checkpoint(ckpt, checkpoint), ckpt["class_names"], device)

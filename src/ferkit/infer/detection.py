@@ -1,0 +1,166 @@
+"""Face detection, offline: OpenCV's Haar cascade (the default) or YuNet, the libfacedetection CNN
+whose weights ship inside the ``yuface`` wheel.
+
+    from ferkit.infer.detection import create_detector
+    detector = create_detector("yunet")          # or "haar"
+    boxes = detector(frame_bgr)                  # [(x, y, w, h), ...], largest first
+
+Each detector carries the crop ``margin`` that frames its boxes the way FER2013 frames faces
+(measured by ``benchmarks/crop_margin.py``: the margin that scores best on PublicTest).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from ferkit.defaults import DEFAULT_DETECTOR, DETECTORS
+
+Box = tuple[int, int, int, int]  # x, y, width, height in pixels
+
+
+def to_gray(frame: np.ndarray) -> np.ndarray:
+    """Any common frame layout as 8-bit grayscale: BGR, BGRA, gray (2-D or one channel), uint8,
+    uint16 or float in [0, 1]."""
+    frame = _to_uint8(frame)
+    if frame.ndim == 2:
+        return frame
+    return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY if frame.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
+
+
+def to_bgr(frame: np.ndarray) -> np.ndarray:
+    """Any common frame layout (see :func:`to_gray`) as 8-bit BGR."""
+    frame = _to_uint8(frame)
+    if frame.ndim == 2:
+        return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    return frame if frame.shape[2] == 3 else cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
+
+
+def _to_uint8(frame: np.ndarray) -> np.ndarray:
+    """uint8, and 2-D or 3 or 4 channels; anything else is a TypeError or ValueError saying why."""
+    if not isinstance(frame, np.ndarray):
+        raise TypeError(f"frame must be a numpy array, got {type(frame).__name__}")
+    if frame.size == 0:
+        raise ValueError(f"empty frame (shape {frame.shape})")
+    if frame.dtype == np.uint16:
+        frame = (frame >> 8).astype(np.uint8)
+    elif frame.dtype.kind == "f":
+        frame = (np.clip(frame, 0, 1) * 255).round().astype(np.uint8)
+    elif frame.dtype != np.uint8:
+        raise TypeError(f"frame dtype {frame.dtype} not supported (uint8, uint16 or float in [0, 1])")
+    if frame.ndim == 3 and frame.shape[2] == 1:
+        frame = frame[:, :, 0]
+    if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] in (3, 4)):
+        return frame
+    raise ValueError(f"frame shape {frame.shape} is not an image (H x W, H x W x 1, 3 or 4)")
+
+
+def shrink(image: np.ndarray, factor: float) -> np.ndarray:
+    """``image`` resized by ``factor`` (at most 1) with area averaging; at least one pixel a side."""
+    if factor >= 1:
+        return image
+    h, w = image.shape[:2]
+    return cv2.resize(image, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=cv2.INTER_AREA)
+
+
+class FaceDetector:
+    """Base of the detectors: ``detector(frame, scale=1.0)`` returns boxes, largest first.
+
+    ``scale`` < 1 detects on a frame shrunk by that factor (faster; boxes come back in the
+    original frame's pixels); faces smaller than ``min_size / scale`` pixels may then be missed.
+    """
+
+    name = "base"
+    margin = 0.0  # crop margin (fraction of the box on each side) that frames its boxes like FER2013
+
+    def __init__(self, min_size: int = 30) -> None:
+        self.min_size = min_size
+
+    def __call__(self, frame: np.ndarray, scale: float = 1.0) -> list[Box]:
+        if not 0 < scale <= 1:
+            raise ValueError(f"detection scale must be in (0, 1], got {scale}")
+        boxes = self._detect(shrink(frame, scale), max(1, round(self.min_size * scale)))
+        if scale < 1:
+            boxes = [tuple(round(v / scale) for v in b) for b in boxes]
+        return sorted(boxes, key=lambda b: -b[2] * b[3])
+
+    def _detect(self, frame: np.ndarray, min_size: int) -> list[Box]:
+        raise NotImplementedError
+
+
+class HaarDetector(FaceDetector):
+    """OpenCV's frontal-face Haar cascade (``haarcascade_frontalface_default.xml``)."""
+
+    name = "haar"
+    margin = 0.0  # benchmarks/crop_margin.py: best on PublicTest (70.9% vs 70.4% at -0.05 and 66.1% at 0.1)
+
+    def __init__(self, min_size: int = 30, scale_factor: float = 1.1, min_neighbors: int = 5) -> None:
+        super().__init__(min_size)
+        self.scale_factor, self.min_neighbors = scale_factor, min_neighbors
+        path = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
+        self._cascade = cv2.CascadeClassifier(path)  # its own: detectors in different threads share nothing
+        if self._cascade.empty():
+            raise RuntimeError(f"could not load OpenCV's Haar cascade from {path}")
+
+    def _detect(self, frame: np.ndarray, min_size: int) -> list[Box]:
+        found = self._cascade.detectMultiScale(
+            to_gray(frame), scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
+            minSize=(min_size, min_size),
+        )
+        return [tuple(int(v) for v in b) for b in found]
+
+
+class YuNetDetector(FaceDetector):
+    """YuNet (libfacedetection) through the ``yuface`` wheel: more accurate than Haar, also offline.
+
+    ``confidence``: the score (0-1) a detection needs. Frames larger than ``max_side`` are shrunk
+    first: the network was trained on frames of at most about 960 pixels.
+    """
+
+    name = "yunet"
+    margin = -0.05  # benchmarks/crop_margin.py: best on PublicTest (70.7% vs 69.4% at 0 and 62.6% at 0.1)
+
+    def __init__(self, min_size: int = 20, confidence: float = 0.7, max_side: int = 960) -> None:
+        super().__init__(min_size)
+        try:
+            import yuface
+        except ImportError:
+            raise ImportError("the yunet detector needs the yuface wheel: pip install yuface") from None
+        self._detect_raw = yuface.c_detect  # int16 boxes: faces crossing the edge keep negative coordinates
+        self.confidence, self.max_side = confidence, max_side
+
+    def _detect(self, frame: np.ndarray, min_size: int) -> list[Box]:
+        frame = to_bgr(frame)
+        factor = min(1.0, self.max_side / max(frame.shape[:2]))
+        rows = self._detect_raw(np.ascontiguousarray(shrink(frame, factor)))
+        boxes = []
+        for row in rows:  # score (0-100), x, y, w, h, five landmarks
+            box = tuple(int(round(int(v) / factor)) for v in row[1:5])
+            if row[0] >= 100 * self.confidence and min(box[2], box[3]) >= min_size:
+                boxes.append(box)
+        return boxes
+
+
+def create_detector(name: str = DEFAULT_DETECTOR, **options) -> FaceDetector:
+    """A detector by name: ``haar`` (default) or ``yunet``; ``options`` go to its constructor."""
+    if name == "haar":
+        return HaarDetector(**options)
+    if name == "yunet":
+        return YuNetDetector(**options)
+    raise ValueError(f"unknown detector {name!r}; expected one of {DETECTORS}")
+
+
+def detect_faces(frame: np.ndarray, min_size: int | None = None, detector: str = DEFAULT_DETECTOR) -> list[Box]:
+    """Every face the named detector finds in ``frame``, as ``(x, y, w, h)``, largest first.
+    ``min_size``: the smallest face side in pixels (default: the detector's, 30 for Haar, 20 for YuNet)."""
+    return get_detector(detector, min_size)(frame)
+
+
+@lru_cache(maxsize=8)
+def get_detector(name: str = DEFAULT_DETECTOR, min_size: int | None = None) -> FaceDetector:
+    """A detector with default settings, made once per name and size and shared by its callers (for
+    detectors that threads run side by side, make one each with :func:`create_detector`)."""
+    return create_detector(name) if min_size is None else create_detector(name, min_size=min_size)

@@ -1,0 +1,157 @@
+"""The web service's HTTP side: routes, request and response schemas, upload limits, the page.
+
+    ferkit serve [--host 127.0.0.1] [--port 8000] [--model PATH] [--detector yunet]
+    curl -F file=@photo.jpg http://127.0.0.1:8000/v1/predict
+
+Endpoints: ``POST /v1/predict`` (one image, multipart field ``file``), ``POST /v1/predict/batch``
+(several, field ``files``), ``GET /v1/health``, ``GET /v1/model``, the page at ``/`` and the
+OpenAPI docs at ``/docs``. The analysis itself (decoding, pipelines, worker processes) is
+``serve.workers``: each request runs in a worker thread or process, so the event loop never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import FastAPI, File, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+
+from ferkit.serve.config import ServiceConfig
+from ferkit.serve.workers import (
+    CHUNK,
+    PipelinePool,
+    RequestError,
+    model_info,
+    predict_in_worker,
+    start_workers,
+    worker_model_info,
+)
+
+WEB_DIR = Path(__file__).parent / "web"
+
+
+class Box(BaseModel):
+    x: int
+    y: int
+    w: int
+    h: int
+
+
+class Face(BaseModel):
+    box: Box
+    emotion: str
+    confidence: float
+    probabilities: dict[str, float]
+
+
+class Prediction(BaseModel):
+    filename: str
+    width: int
+    height: int
+    faces: list[Face]
+    timing_ms: dict[str, float]
+    model: str
+
+
+class BatchPrediction(BaseModel):
+    results: list[Prediction]
+    model: str
+    timing_ms: dict[str, float]
+
+
+class Error(BaseModel):
+    detail: str
+
+
+def create_app(config: ServiceConfig | None = None, processes: int = 0) -> FastAPI:
+    """The FastAPI application (``uvicorn`` serves it; tests call it through ``TestClient``).
+
+    ``processes`` > 1 analyses images in that many worker processes, each with its own pipeline:
+    the YuNet wheel holds Python's lock while it detects, so threads alone would use one core.
+    """
+    config = config or ServiceConfig()
+    workers = start_workers(config, processes) if processes > 1 else None
+    pool = PipelinePool(config) if workers is None else None
+    info = model_info(pool) if workers is None else workers.submit(worker_model_info).result()
+
+    async def analyse(data: bytes, name: str) -> dict:
+        if workers is None:
+            return await run_in_threadpool(pool.predict, data, name)
+        return await asyncio.get_running_loop().run_in_executor(workers, predict_in_worker, data, name)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        yield
+        if workers is not None:
+            workers.shutdown(cancel_futures=True)
+
+    app = FastAPI(title="ferkit", version="1", lifespan=lifespan, description="Facial emotion recognition: faces, "
+                  "boxes and the probabilities of each emotion. Errors are JSON: {\"detail\": \"what is wrong\"}.")
+
+    errors = {code: {"model": Error} for code in (400, 413, 415)}
+
+    @app.exception_handler(RequestError)
+    async def request_error(_: Request, error: RequestError) -> JSONResponse:
+        return JSONResponse({"detail": error.message}, status_code=error.status)
+
+    async def read_upload(upload: UploadFile) -> bytes:
+        """The upload's bytes, refused as soon as they pass the size limit."""
+        chunks, size = [], 0
+        while chunk := await upload.read(CHUNK):
+            size += len(chunk)
+            if size > config.max_upload_bytes:
+                raise RequestError(413, f"{upload.filename or 'upload'}: over the upload limit of "
+                                        f"{config.max_upload_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def check_length(request: Request, limit: int) -> None:
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            raise RequestError(413, f"request body of {length} bytes is over the upload limit of {limit} bytes")
+
+    model_name = info["name"]
+
+    @app.post("/v1/predict", response_model=Prediction, responses=errors, summary="Emotions of every face in an image")
+    async def predict(request: Request, file: Annotated[UploadFile, File(description="a JPEG, PNG, BMP, WebP or "
+                                                                                      "TIFF image")]) -> dict:
+        check_length(request, config.max_upload_bytes + CHUNK)
+        start = time.perf_counter()
+        data = await read_upload(file)
+        result = await analyse(data, file.filename or "upload")
+        result["timing_ms"]["total"] = round(1000 * (time.perf_counter() - start), 2)
+        return {**result, "model": model_name}
+
+    @app.post("/v1/predict/batch", response_model=BatchPrediction, responses=errors,
+              summary="Emotions of every face in several images")
+    async def predict_batch(request: Request, files: Annotated[list[UploadFile], File(description="images")]) -> dict:
+        check_length(request, config.max_batch * (config.max_upload_bytes + CHUNK))
+        if len(files) > config.max_batch:
+            raise RequestError(400, f"{len(files)} images in one batch, over the limit of {config.max_batch}")
+        start = time.perf_counter()
+        uploads = [(await read_upload(f), f.filename or f"upload {i}") for i, f in enumerate(files)]
+        results = [await analyse(data, name) for data, name in uploads]
+        return {"results": [{**r, "model": model_name} for r in results], "model": model_name,
+                "timing_ms": {"total": round(1000 * (time.perf_counter() - start), 2)}}
+
+    @app.get("/v1/health", summary="Whether the service is up")
+    async def health() -> dict:
+        return {"status": "ok", "model": model_name}
+
+    @app.get("/v1/model", summary="The model: classes, FER2013 label mapping, measured accuracy")
+    async def model() -> dict:
+        return info
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(WEB_DIR / "index.html")
+
+    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+    return app

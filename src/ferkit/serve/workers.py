@@ -1,0 +1,159 @@
+"""The web service's analysis side: its configuration, upload decoding, pools of pipelines in
+threads or worker processes, and the thread settings that keep them from fighting over cores.
+Uploads are checked by decoding them, never by their name or content type, against size, count
+and pixel limits."""
+
+from __future__ import annotations
+
+import io
+import json
+import multiprocessing
+import os
+import queue
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict
+
+import cv2
+import numpy as np
+
+from ferkit.data import EMOTIONS_7, class_mapping
+from ferkit.infer.backends import BUNDLED_MODEL
+from ferkit.infer.detection import create_detector
+from ferkit.infer.pipeline import FacePipeline
+from ferkit.infer.predictor import EmotionPredictor, FacePrediction
+from ferkit.serve.config import ServiceConfig
+
+MODEL_CARD = BUNDLED_MODEL.with_name("fer_resnet18_cpu.json")
+CHUNK = 1 << 16
+
+
+class RequestError(Exception):
+    """A client error: HTTP ``status`` and a message for the JSON body."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(status, message)  # both in args: the error crosses from worker processes intact
+        self.status, self.message = status, message
+
+
+def decode_image(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+    """A BGR image from uploaded bytes: the header is read first (a small file cannot claim a
+    billion pixels), then the pixels; anything OpenCV cannot decode is refused."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise RequestError(400, f"{name}: empty upload")
+    try:
+        with Image.open(io.BytesIO(data)) as header:
+            width, height = header.size
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        raise RequestError(415, f"{name}: not an image (could not read an image header)") from None
+    if width * height > max_pixels:
+        raise RequestError(413, f"{name}: {width}x{height} is {width * height} pixels, over the limit of {max_pixels}")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None or image.size == 0:
+        raise RequestError(415, f"{name}: not a decodable image (JPEG, PNG, BMP, WebP or TIFF)")
+    return image
+
+
+def face_record(face: FacePrediction, class_names: tuple[str, ...]) -> dict:
+    x, y, w, h = face.box
+    return {"box": {"x": x, "y": y, "w": w, "h": h}, "emotion": face.emotion,
+            "confidence": round(float(face.probabilities[face.index]), 6),
+            "probabilities": {n: round(float(p), 6) for n, p in zip(class_names, face.probabilities, strict=True)}}
+
+
+class PipelinePool:
+    """A few pipelines sharing nothing, handed out one request at a time (detectors and sessions
+    are not shared between threads)."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self.config = config
+        self.free: queue.Queue[FacePipeline] = queue.Queue()
+        for _ in range(max(1, config.pipelines)):
+            predictor = EmotionPredictor(config.model, config.device, backend=config.backend, threads=config.threads)
+            self.free.put(FacePipeline(predictor, create_detector(config.detector)))
+        self.sample = self.free.queue[0]
+
+    @contextmanager
+    def pipeline(self) -> Iterator[FacePipeline]:
+        pipeline = self.free.get()
+        try:
+            yield pipeline
+        finally:
+            self.free.put(pipeline)
+
+    def predict(self, data: bytes, name: str) -> dict:
+        """Decode and analyse one upload (runs in a worker thread)."""
+        start = time.perf_counter()
+        image = decode_image(data, name, self.config.max_pixels)
+        decoded = time.perf_counter()
+        with self.pipeline() as pipeline:
+            faces = pipeline.process_image(image, self.config.max_side)
+        done = time.perf_counter()
+        class_names = self.sample.class_names
+        return {"filename": name, "width": image.shape[1], "height": image.shape[0],
+                "faces": [face_record(f, class_names) for f in faces],
+                "timing_ms": {"decode": round(1000 * (decoded - start), 2),
+                              "inference": round(1000 * (done - decoded), 2)}}
+
+
+_process_pool: PipelinePool | None = None  # the pipeline of a worker process
+
+
+def start_workers(config: ServiceConfig, processes: int) -> ProcessPoolExecutor:
+    """``processes`` worker processes, each with its own pipeline and one thread for OpenCV and
+    OpenMP (the processes are the parallelism), all started before this returns."""
+    workers = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
+                                  initializer=_start_worker, initargs=(asdict(config),))
+    previous = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"  # read by each worker's OpenMP (YuNet uses it) as it spawns
+    try:
+        readiness = [workers.submit(_ready, 0.5) for _ in range(processes)]  # spawns the processes
+    finally:
+        if previous is None:
+            del os.environ["OMP_NUM_THREADS"]
+        else:
+            os.environ["OMP_NUM_THREADS"] = previous
+    started = {f.result() for f in readiness}
+    if len(started) < processes:
+        workers.shutdown(cancel_futures=True)
+        raise RuntimeError(f"only {len(started)} of {processes} worker processes started")
+    return workers
+
+
+def _start_worker(config: dict) -> None:
+    global _process_pool
+    cv2.setNumThreads(1)  # one core per worker process: the processes are the parallelism
+    _process_pool = PipelinePool(ServiceConfig(**config))
+
+
+def _ready(seconds: float) -> int:
+    time.sleep(seconds)  # busy long enough that every worker process gets one: all start up now
+    return os.getpid()
+
+
+def predict_in_worker(data: bytes, name: str) -> dict:
+    """Analyse one upload in a worker process (see :func:`start_workers`)."""
+    return _process_pool.predict(data, name)
+
+
+def worker_model_info() -> dict:
+    """:func:`model_info` of a worker process's pool."""
+    return model_info(_process_pool)
+
+
+def model_info(pool: PipelinePool) -> dict:
+    predictor = pool.sample.predictor
+    names = list(predictor.class_names)
+    info = {"name": predictor.checkpoint_path.name, "classes": names, "backend": predictor.backend,
+            "detector": pool.config.detector, "fer2013_mapping": {}, "accuracy": None}
+    if len(names) in (4, 7):  # the class each of FER2013's seven labels is counted as
+        mapping = class_mapping(len(names))
+        info["fer2013_mapping"] = {label: names[mapping[i]] for i, label in enumerate(EMOTIONS_7)}
+    if predictor.checkpoint_path == BUNDLED_MODEL and MODEL_CARD.is_file():
+        card = json.loads(MODEL_CARD.read_text())
+        info["name"], info["accuracy"] = card["name"], card["accuracy"]
+    return info

@@ -1,0 +1,110 @@
+"""ferkit predict (images and folders) and ferkit video (tracks, timeline, plot), bad inputs included."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from ferkit.cli import main
+
+
+def _ferkit(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "ferkit", *map(str, args)], capture_output=True, text=True,
+                          timeout=300, cwd=cwd)
+
+
+@pytest.fixture
+def photo_tree(tmp_path, face_image):
+    root = tmp_path / "photos"
+    (root / "nested" / "deeper").mkdir(parents=True)
+    cv2.imwrite(str(root / "face.png"), face_image)
+    cv2.imwrite(str(root / "nested" / "deeper" / "face2.jpg"), np.roll(face_image, 40, axis=1))
+    cv2.imwrite(str(root / "nested" / "blank.png"), np.full((200, 300, 3), 90, np.uint8))
+    (root / "nested" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (root / "notes.txt").write_text("not an image, not even by name")
+    return root
+
+
+def test_predict_csv_over_folders(photo_tree, tmp_path, random_checkpoint):
+    out, annotated = tmp_path / "faces.csv", tmp_path / "annotated"
+    result = _ferkit("predict", photo_tree, tmp_path / "missing.png", "--output", out, "--annotate", annotated,
+                     "--model", random_checkpoint)
+    assert result.returncode == 1  # two files skipped; the run went on
+    assert "broken.jpg: not a readable image" in result.stderr and "missing.png: no such file" in result.stderr
+    assert "blank.png: no face found" in result.stderr and "Traceback" not in result.stderr
+    rows = list(csv.DictReader(out.open()))
+    assert [r["file"].split("/")[-1] for r in rows] == ["face.png", "face2.jpg"]
+    assert list(rows[0]) == ["file", "face", "x", "y", "w", "h", "emotion", "angry", "sad", "happy", "neutral"]
+    for row in rows:
+        probs = [float(row[c]) for c in ("angry", "sad", "happy", "neutral")]
+        assert abs(sum(probs) - 1) < 1e-4 and row["emotion"] in ("angry", "sad", "happy", "neutral")
+        assert int(row["w"]) > 80
+    assert (annotated / "face.png").is_file() and (annotated / "nested" / "deeper" / "face2.jpg").is_file()
+    assert "3 images, 2 faces, 2 skipped" in result.stderr
+
+
+def test_predict_jsonl_to_stdout(photo_tree, random_checkpoint, capsys):
+    assert main(["predict", str(photo_tree / "face.png"), "--format", "jsonl", "--model", str(random_checkpoint)]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(records) == 1 and records[0]["face"] == 0 and len(records[0]["box"]) == 4
+    assert set(records[0]["probabilities"]) == {"angry", "sad", "happy", "neutral"}
+
+
+def _write_video(path, frames, fps=10):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (frames[0].shape[1], frames[0].shape[0]))
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def test_video_tracks_and_writes_everything(tmp_path, face_image, random_checkpoint):
+    frames = [np.roll(face_image, 5 * i, axis=1) for i in range(12)]
+    video = _write_video(tmp_path / "clip.avi", frames)
+    out, table, plot = tmp_path / "annotated.avi", tmp_path / "timeline.csv", tmp_path / "timeline.png"
+    result = _ferkit("video", video, "--out", out, "--csv", table, "--plot", plot, "--model", random_checkpoint,
+                     "--detect-every", 3, "--detect-scale", 0.5, "--smoothing", 4)
+    assert result.returncode == 0, result.stderr
+    assert "12 frames" in result.stderr and "1 track" in result.stderr
+    rows = list(csv.DictReader(table.open()))
+    assert [int(r["frame"]) for r in rows] == list(range(12))
+    assert {r["track"] for r in rows} == {"0"}
+    assert abs(float(rows[10]["time"]) - 1.0) < 1e-6  # 10 fps
+    xs = [int(r["x"]) for r in rows]
+    assert xs[-1] - xs[0] > 30  # the box followed the face
+    assert plot.stat().st_size > 10_000 and cv2.imread(str(plot)) is not None
+    capture = cv2.VideoCapture(str(out))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+    ok, first = capture.read()
+    assert ok and first.shape == face_image.shape
+
+
+def test_video_bad_inputs(tmp_path, random_checkpoint):
+    fake = tmp_path / "fake.mp4"
+    fake.write_text("no video in here")
+    for source, message in ((tmp_path / "missing.mp4", "no such video file"), (fake, "fake.mp4: ")):
+        result = _ferkit("video", source, "--csv", tmp_path / "t.csv", "--model", random_checkpoint)
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    result = _ferkit("video", fake, "--model", random_checkpoint)
+    assert result.returncode == 2 and "--out, --csv and/or --plot" in result.stderr
+    empty = tmp_path / "empty.avi"
+    cv2.VideoWriter(str(empty), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48)).release()  # a video with no frames
+    result = _ferkit("video", empty, "--csv", tmp_path / "t.csv", "--model", random_checkpoint)
+    assert result.returncode == 2 and "empty.avi: " in result.stderr and "Traceback" not in result.stderr
+
+
+def test_video_with_no_faces_and_a_stop(tmp_path, random_checkpoint):
+    from ferkit.apps.video import process_video
+    from ferkit.infer.pipeline import FacePipeline
+    from ferkit.infer.predictor import EmotionPredictor
+
+    video = _write_video(tmp_path / "blank.avi", [np.full((120, 160, 3), 80, np.uint8)] * 6)
+    pipeline = FacePipeline(EmotionPredictor(random_checkpoint, device="cpu"))
+    result = process_video(video, pipeline, timeline_csv=tmp_path / "t.csv", plot=tmp_path / "p.png", max_frames=4,
+                           progress=False)
+    assert result.frames == 4 and result.timeline == {}
+    assert (tmp_path / "t.csv").read_text().startswith("frame,time,track") and (tmp_path / "p.png").is_file()

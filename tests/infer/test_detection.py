@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+
+from ferkit.infer.detection import (
+    DETECTORS,
+    HaarDetector,
+    YuNetDetector,
+    create_detector,
+    detect_faces,
+    to_bgr,
+    to_gray,
+)
+
+
+def _center_inside(box, x0=215, y0=120, x1=425, y1=360):
+    x, y, w, h = box
+    return x0 <= x + w / 2 <= x1 and y0 <= y + h / 2 <= y1
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_each_detector_finds_the_face(name, face_image):
+    boxes = create_detector(name)(face_image)
+    assert len(boxes) == 1 and _center_inside(boxes[0])
+    assert detect_faces(face_image, detector=name) == boxes
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_downscaled_detection_returns_full_size_boxes(name, face_image):
+    full = create_detector(name)(face_image)[0]
+    half = create_detector(name)(face_image, scale=0.5)[0]
+    assert _center_inside(half) and 0.8 < half[2] / full[2] < 1.25
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_no_face_and_odd_frames(name, face_image):
+    detector = create_detector(name)
+    assert detector(np.full((240, 320, 3), 127, np.uint8)) == []
+    gray = to_gray(face_image)
+    assert len(detector(gray)) == 1  # gray frames work for both
+    assert len(detector(np.dstack([face_image, np.full(gray.shape, 255, np.uint8)]))) == 1  # BGRA
+    assert len(detector(gray.astype(np.uint16) * 257)) == 1  # 16-bit
+
+
+def test_yunet_keeps_faces_cut_by_the_edge(face_image):
+    cut = np.ascontiguousarray(face_image[:, 300:])  # the face's left part is outside the frame
+    boxes = YuNetDetector()(cut)
+    assert boxes and boxes[0][0] < 20  # boxes may start left of the frame; coordinates stay signed
+
+
+def test_bad_detector_arguments(face_image):
+    with pytest.raises(ValueError, match="unknown detector 'mtcnn'"):
+        create_detector("mtcnn")
+    with pytest.raises(ValueError, match="scale must be in"):
+        HaarDetector()(face_image, scale=0)
+    with pytest.raises(ValueError, match="empty frame"):
+        HaarDetector()(np.zeros((0, 0, 3), np.uint8))
+
+
+def test_to_bgr_layouts(face_image):
+    gray = to_gray(face_image)
+    assert to_bgr(gray).shape == (480, 640, 3)
+    assert np.array_equal(to_bgr(face_image), face_image)
+    assert np.array_equal(to_bgr(np.dstack([face_image, gray])), face_image)

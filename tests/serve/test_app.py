@@ -1,0 +1,148 @@
+"""The web service through FastAPI's TestClient: every endpoint, every error, and a schema-driven fuzz run."""
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+schemathesis = pytest.importorskip("schemathesis")
+from fastapi.testclient import TestClient  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+from schemathesis.checks import not_a_server_error  # noqa: E402
+
+from ferkit.serve.app import WEB_DIR, create_app  # noqa: E402
+from ferkit.serve.config import ServiceConfig  # noqa: E402
+
+LIMITS = {"max_upload_bytes": 2_000_000, "max_batch": 3, "max_pixels": 2_000_000}
+
+
+@pytest.fixture(scope="module")
+def app(random_checkpoint):
+    return create_app(ServiceConfig(model=str(random_checkpoint), device="cpu", pipelines=2, **LIMITS))
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    return TestClient(app)
+
+
+@pytest.fixture(scope="module")
+def face_jpeg(face_image):
+    return cv2.imencode(".jpg", face_image)[1].tobytes()
+
+
+def _post(client, data, name="photo.jpg", content_type="image/jpeg"):
+    return client.post("/v1/predict", files={"file": (name, data, content_type)})
+
+
+def test_health_and_model(client):
+    assert client.get("/v1/health").json()["status"] == "ok"
+    model = client.get("/v1/model").json()
+    assert model["classes"] == ["angry", "sad", "happy", "neutral"]
+    assert model["fer2013_mapping"]["disgust"] == "angry" and model["fer2013_mapping"]["surprise"] == "neutral"
+
+
+def test_bundled_model_reports_its_accuracy():
+    model = TestClient(create_app(ServiceConfig(device="cpu"))).get("/v1/model").json()
+    assert model["name"] == "fer_resnet18_cpu"
+    assert 0.6 < model["accuracy"]["onnxruntime_int8"]["PrivateTest"] < 0.8
+
+
+def test_predict_one_face(client, face_jpeg):
+    response = _post(client, face_jpeg)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["width"], body["height"]) == (640, 480) and len(body["faces"]) == 1
+    face = body["faces"][0]
+    assert 215 <= face["box"]["x"] + face["box"]["w"] / 2 <= 425
+    assert abs(sum(face["probabilities"].values()) - 1) < 1e-4 and face["emotion"] in face["probabilities"]
+    assert body["timing_ms"]["total"] >= body["timing_ms"]["inference"] > 0 and body["model"]
+
+
+def test_content_is_checked_by_decoding_not_by_name(client, face_image):
+    png = cv2.imencode(".png", face_image)[1].tobytes()
+    assert _post(client, png, "notes.txt", "text/plain").status_code == 200
+    response = _post(client, b"GIF89a but not really" * 10, "photo.jpg", "image/jpeg")
+    assert response.status_code == 415 and "not an image" in response.json()["detail"]
+
+
+def test_no_face(client):
+    blank = cv2.imencode(".png", np.full((120, 160, 3), 128, np.uint8))[1].tobytes()
+    assert _post(client, blank).json()["faces"] == []
+
+
+@pytest.mark.parametrize(
+    "make, status, message",
+    [
+        (lambda jpg: b"", 400, "empty upload"),
+        (lambda jpg: b"plain text, not an image", 415, "not an image"),
+        (lambda jpg: jpg[: len(jpg) // 3], None, None),  # truncated JPEG: decoded in part, or refused; never a 5xx
+        (lambda jpg: b"\xff" * 2_100_000, 413, "upload limit"),
+        (lambda jpg: cv2.imencode(".png", np.zeros((2000, 1500), np.uint8))[1].tobytes(), 413, "over the limit"),
+    ],
+)
+def test_upload_errors(client, face_jpeg, make, status, message):
+    response = _post(client, make(face_jpeg))
+    if status is None:
+        assert response.status_code in (200, 415)
+    else:
+        assert response.status_code == status and message in response.json()["detail"]
+    assert client.get("/v1/health").status_code == 200  # and the service keeps serving
+
+
+def test_missing_field_is_a_json_4xx(client):
+    response = client.post("/v1/predict")
+    assert response.status_code == 422 and response.json()["detail"]
+
+
+def test_batch(client, face_jpeg):
+    blank = cv2.imencode(".png", np.full((60, 80, 3), 50, np.uint8))[1].tobytes()
+    response = client.post("/v1/predict/batch", files=[("files", ("a.jpg", face_jpeg)), ("files", ("b.png", blank))])
+    assert response.status_code == 200, response.text
+    assert [len(r["faces"]) for r in response.json()["results"]] == [1, 0]
+    too_many = [("files", (f"{i}.jpg", face_jpeg)) for i in range(4)]
+    response = client.post("/v1/predict/batch", files=too_many)
+    assert response.status_code == 400 and "over the limit of 3" in response.json()["detail"]
+    response = client.post("/v1/predict/batch", files=[("files", ("a.jpg", face_jpeg)), ("files", ("b.jpg", b"x"))])
+    assert response.status_code == 415 and "b.jpg" in response.json()["detail"]
+
+
+def test_concurrent_requests(client, face_jpeg):
+    with ThreadPoolExecutor(6) as pool:
+        responses = list(pool.map(lambda _: _post(client, face_jpeg), range(12)))
+    assert [r.status_code for r in responses] == [200] * 12
+    assert len({str(r.json()["faces"][0]["probabilities"]) for r in responses}) == 1
+
+
+def test_page_is_self_contained(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "getUserMedia" in client.get("/static/app.js").text
+    for asset in re.findall(r'(?:src|href)="(/[^"]+)"', page.text):
+        assert client.get(asset).status_code == 200, asset
+    for path in WEB_DIR.iterdir():  # no CDN, no web font: nothing outside the service
+        assert not re.search(r"https?://", path.read_text()), path.name
+    assert client.get("/docs").status_code == 200
+
+
+# The schema is built at import (schemathesis's fixture loader does not work with this pytest), on the
+# bundled model: a fuzzed request must get a 2xx or a 4xx, never a 5xx.
+api_schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(ServiceConfig(device="cpu", **LIMITS)))
+
+
+@api_schema.parametrize()
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+def test_fuzz_never_a_server_error(case):
+    case.call_and_validate(checks=[not_a_server_error])
+
+
+def test_worker_processes(random_checkpoint, face_jpeg):
+    app = create_app(ServiceConfig(model=str(random_checkpoint), device="cpu", **LIMITS), processes=2)
+    with TestClient(app) as client:  # the context runs the app's lifespan: workers stop at the end
+        with ThreadPoolExecutor(4) as pool:
+            responses = list(pool.map(lambda _: _post(client, face_jpeg), range(8)))
+        assert [len(r.json()["faces"]) for r in responses] == [1] * 8
+        response = _post(client, b"not an image at all")  # an error raised in a worker keeps its status
+        assert response.status_code == 415 and "not an image" in response.json()["detail"]

@@ -1,0 +1,79 @@
+"""The live page in a real browser: headless Chromium (Debian's package) driven by Playwright, its fake
+camera fed a clip of a face made here; checks that labelled boxes appear, and that uploads work."""
+
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+CHROMIUM = next((p for p in (shutil.which("chromium"), "/usr/bin/chromium") if p and Path(p).is_file()), None)
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian: apt-get install chromium)")
+
+
+def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
+    """A raw YUV 4:2:0 clip, the format Chromium's fake camera reads."""
+    height, width = frames[0].shape[:2]
+    with path.open("wb") as f:
+        f.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for frame in frames:
+            f.write(b"FRAME\n" + cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420).tobytes())
+    return path
+
+
+@pytest.fixture(scope="module")
+def server_url(random_checkpoint):
+    import uvicorn
+
+    from ferkit.serve.app import create_app
+    from ferkit.serve.config import ServiceConfig
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(ServiceConfig(model=str(random_checkpoint), device="cpu")),
+                                           host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_live_webcam_and_upload(server_url, face_image, tmp_path):
+    clip = write_y4m(tmp_path / "face.y4m", [np.roll(face_image, 3 * i, axis=1) for i in range(20)])
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), face_image)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={clip}"])
+        try:
+            page = browser.new_page()
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(server_url)
+            page.click("#camera")
+            page.wait_for_selector("#faces .face", timeout=30_000)  # a labelled face from the live stream
+            assert page.inner_text("#faces .face .face-label").startswith("Face 1: ")
+            assert page.locator("#faces .face .bar").count() == 4
+            page.wait_for_function("document.getElementById('fps').textContent.includes('FPS')", timeout=30_000)
+            page.click("#camera")  # stop
+            page.evaluate("document.getElementById('faces').replaceChildren()")
+            page.set_input_files("#file", str(photo))
+            page.wait_for_function("document.getElementById('status').textContent === '1 face found.'",
+                                   timeout=30_000)
+            assert page.locator("#faces .face").count() == 1
+            width = page.evaluate("document.getElementById('canvas').width")
+            assert width == 640 and errors == []
+        finally:
+            browser.close()

@@ -1,0 +1,196 @@
+"""The training engine's options: every recipe and option trains on CPU; resume; DDP with gloo."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import train_interrupted
+
+from ferkit.checkpoint import load_checkpoint
+from ferkit.device import native_bf16
+from ferkit.evaluation import TTA_MODES, evaluate_checkpoint, predict_logits, tta_views
+from ferkit.train import BEST_CHECKPOINT, LAST_CHECKPOINT, RECIPES, parts, resolve_config, train
+from ferkit.train import loop as train_module
+
+
+def _cfg(fer_csv, out, recipe="seed", **overrides):
+    settings = {"data": str(fer_csv), "out": str(out), "epochs": 1, "device": "cpu", "batch_size": 32, **overrides}
+    return resolve_config(recipe, **settings)
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_every_recipe_runs_a_tiny_epoch(fer_csv, tmp_path, recipe):
+    record = train(_cfg(fer_csv, tmp_path / recipe, recipe))
+    assert record["config"]["recipe"] == recipe and 0 <= record["accuracy"] <= 1
+    ran_bf16 = RECIPES[recipe].get("precision") == "bf16" or native_bf16(torch.device("cpu"))
+    assert record["config"]["precision"] == ("bf16" if ran_bf16 else "fp32")  # what ran, never "auto"
+
+
+def test_every_option_trains(fer_csv, tmp_path):
+    options = dict(optimizer="sgd", lr=0.05, weight_decay=5e-4, schedule="cosine", warmup_epochs=0.5,
+                   label_smoothing=0.1, class_weights=True, sampler="balanced", shift=0.1, erasing=0.5,
+                   mixup=0.2, cutmix=1.0, ema=0.9, tta="tencrop", stem="cifar", epochs=2, early_stopping=1,
+                   fine_labels=True)
+    record = train(_cfg(fer_csv, tmp_path / "all", **options))
+    assert record["config"]["tta"] == "tencrop" and record["best_epoch"] >= 1
+    best = load_checkpoint(tmp_path / "all" / BEST_CHECKPOINT)  # 7 fine outputs, merged into the 4 classes
+    assert best["model_config"]["fine_to_class"] == [0, 0, 1, 2, 1, 3, 3]
+    assert best["model_state_dict"]["fc.weight"].shape == (7, 512) and len(best["class_names"]) == 4
+    record = train(_cfg(fer_csv, tmp_path / "focal", loss="focal", optimizer="adamw", schedule="onecycle",
+                        tta="flip", classes=7))
+    assert len(record["class_names"]) == 7
+
+
+def test_checkpoint_chosen_with_val_tta_and_scored_with_tta(fer_csv, tmp_path, monkeypatch):
+    scored_with = []
+    real_predict = train_module.predict_logits
+
+    def spy(model, images, batch_size, device, tta, bf16):
+        scored_with.append(tta)
+        return real_predict(model, images, batch_size, device, tta, bf16)
+
+    monkeypatch.setattr(train_module, "predict_logits", spy)
+    record = train(_cfg(fer_csv, tmp_path / "run", epochs=2, tta="tencrop", val_tta="flip"))
+    # two epochs chosen between with flip; the chosen checkpoint scored on PublicTest and PrivateTest with ten-crop
+    assert scored_with == ["flip", "flip", "tencrop", "tencrop"]
+    public = evaluate_checkpoint(tmp_path / "run" / BEST_CHECKPOINT, fer_csv, split="PublicTest", device="cpu")
+    assert public["tta"] == "tencrop" and record["tta"] == "tencrop"
+    assert record["public_test_accuracy"] == public["accuracy"]
+
+
+def test_tta_views():
+    x = torch.arange(2 * 48 * 48, dtype=torch.float32).reshape(2, 1, 48, 48)
+    counts = {"none": 1, "flip": 2, "tencrop": 10, "tencrop_full": 12, "multiscale": 22}
+    assert set(counts) == set(TTA_MODES)
+    for mode, count in counts.items():
+        views = tta_views(x, mode)
+        assert len(views) == count and all(v.shape == x.shape for v in views)
+        half = count // 2
+        if mode != "none":  # the second half mirrors the first
+            assert all(torch.equal(m, v.flip(-1)) for v, m in zip(views[:half], views[half:], strict=True))
+
+    def resized(top: int, left: int, side: int) -> torch.Tensor:
+        return F.interpolate(x[..., top : top + side, left : left + side], size=(48, 48), mode="bilinear")
+
+    tencrop = tta_views(x, "tencrop")
+    assert torch.equal(tencrop[1], resized(0, 4, 44)) and torch.equal(tencrop[4], resized(2, 2, 44))
+    multiscale = tta_views(x, "multiscale")
+    assert torch.equal(multiscale[0], x) and torch.equal(multiscale[5], resized(1, 1, 46))
+    assert all(torch.equal(a, b) for a, b in zip(multiscale[6:11], tencrop[:5], strict=True))
+    assert torch.equal(tta_views(x, "tencrop_full")[0], x)
+    with pytest.raises(ValueError, match="tta must be one of"):
+        tta_views(x, "fivecrop")
+    # the scores average the views' probabilities: a model blind to position scores every mode alike
+    images = torch.randint(0, 256, (5, 1, 48, 48), dtype=torch.uint8)
+    mean_model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48 * 48, 3))
+    with torch.no_grad():
+        mean_model[1].weight.fill_(1e-3)
+    plain = predict_logits(mean_model, images, tta="none").log_softmax(1)
+    assert torch.allclose(predict_logits(mean_model, images, tta="flip"), plain, atol=1e-5)
+
+
+def test_resume_matches_an_uninterrupted_run(fer_csv, tmp_path, monkeypatch):
+    options = dict(epochs=3, ema=0.9, mixup=0.2, erasing=0.3, schedule="cosine")
+    train(_cfg(fer_csv, tmp_path / "whole", **options))
+
+    train_interrupted(_cfg(fer_csv, tmp_path / "split", **options), monkeypatch, epoch=3)
+    assert load_checkpoint(tmp_path / "split" / LAST_CHECKPOINT)["epoch"] == 2
+    # a run saved before --fine-labels existed resumes as it ran (without it), whatever --recipe says
+    last = torch.load(tmp_path / "split" / LAST_CHECKPOINT, weights_only=True)
+    del last["config"]["fine_labels"]
+    torch.save(last, tmp_path / "split" / LAST_CHECKPOINT)
+    # resume with only the run flags: the recipe comes from last.pth
+    record = train(resolve_config("cpu", data=str(fer_csv), out=str(tmp_path / "split"), device="cpu",
+                                  resume=True))
+
+    whole = load_checkpoint(tmp_path / "whole" / LAST_CHECKPOINT)["model_state_dict"]
+    split = load_checkpoint(tmp_path / "split" / LAST_CHECKPOINT)["model_state_dict"]
+    assert all(torch.equal(whole[k], split[k]) for k in whole)
+    assert record["accuracy"] == json.loads((tmp_path / "whole" / "metrics.json").read_text())["accuracy"]
+    history = json.loads((tmp_path / "split" / "history.json").read_text())
+    assert len(history["train_loss"]) == 3
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_cpu_processes_stay_in_sync(fer_csv, tmp_path):
+    """torchrun's environment, two gloo processes: each saves its final weights; they must agree."""
+    script = tmp_path / "worker.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, sys, torch
+        from ferkit.train import loop as t
+        saved = {{}}
+        real = t.train_one_epoch
+        def spy(parts, *args, **kwargs):
+            result = real(parts, *args, **kwargs)
+            saved["state"] = {{k: v.clone() for k, v in parts.model.state_dict().items()}}
+            return result
+        t.train_one_epoch = spy
+        from ferkit.train import resolve_config
+        cfg = resolve_config("seed", data={str(fer_csv)!r}, out={str(tmp_path / "ddp")!r}, epochs=2,
+                               batch_size=32, device="cpu", ema=0.9)
+        t.train(cfg)
+        torch.save(saved["state"], {str(tmp_path)!r} + f"/rank{{os.environ['RANK']}}.pt")
+    """))
+    port = _free_port()
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+        procs.append(subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=400)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
+    params = [k for k in a if "running" not in k and "num_batches" not in k]
+    assert all(torch.equal(a[k], b[k]) for k in params)  # gradients were averaged every step
+    assert "x 2 processes (16 images each per step)" in outputs[0]
+    assert (tmp_path / "ddp" / BEST_CHECKPOINT).is_file() and (tmp_path / "ddp" / "metrics.json").is_file()
+    assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["processes"] == 2
+
+
+def test_ema_is_torchs_average_without_its_host_syncs():
+    """train.EMA averages exactly as AveragedModel + get_ema_multi_avg_fn, with the same state_dict keys,
+    so last.pth files saved by either resume with the other."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    from ferkit.model import create_model
+
+    torch.manual_seed(0)
+    model = create_model(4)
+    ours = parts.EMA(model, 0.9)
+    theirs = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.9), use_buffers=True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(3):
+        model(torch.rand(4, 1, 48, 48)).sum().backward()  # train mode: batch norm's running stats move too
+        optimizer.step()
+        ours.update_parameters(model)
+        theirs.update_parameters(model)
+    a, b = ours.state_dict(), theirs.state_dict()
+    assert a.keys() == b.keys() and int(a["n_averaged"]) == 3
+    floats = [k for k in a if a[k].is_floating_point()]
+    assert len(floats) > 100 and all(torch.equal(a[k], b[k]) for k in floats)
+    assert not torch.equal(a["module.fc.weight"], model.state_dict()["fc.weight"])  # an average, not a copy
+    resumed = parts.EMA(create_model(4), 0.9)
+    resumed.load_state_dict(b)
+    assert int(resumed.n_averaged) == 3 and torch.equal(resumed.module.fc.bias, theirs.module.fc.bias)
+
+
+def test_weighted_smoothed_cross_entropy_is_torchs():
+    gen = torch.Generator().manual_seed(0)
+    logits, target = torch.randn(64, 7, generator=gen), torch.randint(0, 7, (64,), generator=gen)
+    weight = torch.rand(7, generator=gen) + 0.5
+    ours = parts.weighted_smoothed_cross_entropy(logits, target, weight, 0.1)
+    torch.testing.assert_close(ours, F.cross_entropy(logits, target, weight=weight, label_smoothing=0.1))
+    cfg = resolve_config("seed", class_weights=True, label_smoothing=0.1, classes=7)
+    assert parts.make_loss(cfg, target).func is parts.weighted_smoothed_cross_entropy
