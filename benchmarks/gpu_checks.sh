@@ -35,7 +35,7 @@ python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_devic
 
 case $stage in
 engine)
-    step tests 200 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py
+    step tests 200 python3 -m pytest -q -p no:cacheprovider tests/train/test_cuda.py
     for recipe in seed cpu best; do
         step "speed_$recipe" 150 python3 benchmarks/train_speed.py --device cuda --recipe "$recipe" --steps 200 \
             --json "$work/speed_$recipe.json"
