@@ -52,3 +52,4 @@ def test_crops_and_full_images_are_scored(folder, random_checkpoint):
     full = evaluate_folder(predictor, folder, cropped=False, detector="yunet")
     assert full["unreadable"] == 1 and full["no_face"] == 1 and full["num_samples"] == 3  # the blank has no face
     assert full["detector"] == "yunet"
+

@@ -28,6 +28,15 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used."""
 
 
+def publish(staged: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Rename a fully written temporary file onto ``path``, with the permissions a plain ``open``
+    would have given it (``mkstemp`` makes files only their owner can read)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(staged, 0o666 & ~mask)
+    os.replace(staged, path)
+
+
 def save_atomic(obj: dict[str, Any], path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file, then rename: an interrupted save leaves the old file intact."""
     path = Path(path)
@@ -36,7 +45,7 @@ def save_atomic(obj: dict[str, Any], path: str | os.PathLike) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

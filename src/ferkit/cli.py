@@ -230,7 +230,8 @@ def serve_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detector", choices=DETECTORS, default=SERVICE.detector,
                    help=f"face detector (default: {SERVICE.detector})")
     p.add_argument("--max-side", type=int, default=SERVICE.max_side,
-                   help=f"shrink larger images to this longer side for detection (default: {SERVICE.max_side})")
+                   help="shrink larger images to this longer side for detection; 0: full size, as every "
+                        f"entry point (default: {SERVICE.max_side})")
     p.add_argument("--max-upload-mb", type=float, default=SERVICE.max_upload_bytes / 2**20,
                    help=f"largest upload accepted, in MiB (default: {SERVICE.max_upload_bytes / 2**20:g})")
     p.add_argument("--max-batch", type=int, default=SERVICE.max_batch,

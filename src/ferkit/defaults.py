@@ -4,7 +4,9 @@ ONNX Runtime or OpenCV (so that ``ferkit --help`` answers at once)."""
 from __future__ import annotations
 
 DETECTORS = ("haar", "yunet")
-DEFAULT_DETECTOR = "haar"  # what every entry point uses unless told otherwise
+# What every entry point uses unless told otherwise: YuNet found all 43 labelled faces of shared/photos,
+# Haar 36 (benchmarks/detector_recall.py, reports/inference/detector_recall.json).
+DEFAULT_DETECTOR = "yunet"
 BACKENDS = ("auto", "torch", "onnx")  # auto: ONNX Runtime on the CPU when installed, else PyTorch
 PRECISIONS = ("auto", "bf16", "fp32")
 STEMS = ("imagenet", "cifar")

@@ -86,7 +86,7 @@ def test_pipeline_tracks_a_moving_face(face_image, random_checkpoint, detect_eve
 
 def test_pipeline_smooths_flicker(face_image):
     pipeline = FacePipeline(StubPredictor(), "haar", smoothing=9)
-    smoothed = [pipeline.process(face_image)[0].probabilities[0] for _ in range(30)]
+    smoothed = [pipeline.process(face_image)[0].scores[0] for _ in range(30)]
     assert np.ptp(smoothed[15:]) < 0.1  # the raw input swings between 0.2 and 0.8 every frame
     still = FacePipeline(StubPredictor(), "haar", smoothing=1)
     assert [still.process(face_image)[0].emotion for _ in range(4)] == ["a", "b", "a", "b"]

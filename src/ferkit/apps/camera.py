@@ -60,7 +60,7 @@ def run_camera(camera: str, pipeline: FacePipeline, max_frames: int = 0, screens
                     cv2.imwrite(str(target), shown)
                     print(f"screenshot saved: {target}")
             else:
-                summary = ", ".join(f"#{f.track_id} {f.emotion} {f.probabilities[f.index]:.0%}" for f in faces)
+                summary = ", ".join(f"#{f.track_id} {f.emotion} {f.confidence:.0%}" for f in faces)
                 print(f"frame {meter.frames}: {summary or 'no face'} ({fps:.1f} FPS)")
             if max_frames and meter.frames >= max_frames:
                 break

@@ -70,7 +70,7 @@ def annotate(frame: np.ndarray, faces: Sequence[FacePrediction], fps: float | No
         x, y, w, h = face.box
         color = COLORS.get(face.emotion, (0, 255, 0))
         cv2.rectangle(out, (x, y), (x + w, y + h), color, max(2, thickness))
-        label = f"{face.emotion} {face.probabilities[face.index]:.0%}"
+        label = f"{face.emotion} {face.confidence:.0%}"
         if face.track_id is not None:
             label = f"#{face.track_id} {label}"
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.7 * scale, thickness)
@@ -86,7 +86,7 @@ def annotate(frame: np.ndarray, faces: Sequence[FacePrediction], fps: float | No
 def describe(faces: Sequence[FacePrediction]) -> list[str]:
     """One line per face: box, emotion and confidence."""
     return [f"face {i}: box (x={f.box[0]}, y={f.box[1]}, w={f.box[2]}, h={f.box[3]}) -> {f.emotion} "
-            f"({f.probabilities[f.index]:.1%})" for i, f in enumerate(faces)]
+            f"({f.confidence:.1%})" for i, f in enumerate(faces)]
 
 
 class FpsMeter:

@@ -23,14 +23,14 @@ import cv2
 
 from ferkit.apps.media import annotate, describe, example_images, read_images
 from ferkit.infer.pipeline import FacePipeline
-from ferkit.infer.predictor import FacePrediction
+from ferkit.infer.predictor import Face
 
 FORMATS = ("csv", "jsonl")
 
 
 class FaceWriter:
     """Writes face rows as CSV (a header, then ``file,face,x,y,w,h,emotion,<class>...``) or as JSON
-    lines (``{"file", "face", "box", "emotion", "probabilities": {class: p}}``)."""
+    lines (``{"file", "face", **Face.to_dict()}``: box, emotion, confidence, probabilities...)."""
 
     def __init__(self, stream: TextIO, fmt: str, class_names: Sequence[str]) -> None:
         if fmt not in FORMATS:
@@ -40,15 +40,12 @@ class FaceWriter:
             self.csv = csv.writer(stream)
             self.csv.writerow(["file", "face", "x", "y", "w", "h", "emotion", *self.class_names])
 
-    def write(self, file: str, faces: Sequence[FacePrediction]) -> None:
+    def write(self, file: str, faces: Sequence[Face]) -> None:
         for i, face in enumerate(faces):
-            probabilities = [round(float(p), 6) for p in face.probabilities]
             if self.fmt == "csv":
-                self.csv.writerow([file, i, *face.box, face.emotion, *probabilities])
+                self.csv.writerow([file, i, *face.box, face.emotion, *(round(float(p), 6) for p in face.scores)])
             else:
-                record = {"file": file, "face": i, "box": list(face.box), "emotion": face.emotion,
-                          "probabilities": dict(zip(self.class_names, probabilities, strict=True))}
-                self.stream.write(json.dumps(record) + "\n")
+                self.stream.write(json.dumps({"file": file, "face": i, **face.to_dict()}) + "\n")
         self.stream.flush()
 
 

@@ -64,10 +64,10 @@ def process_video(
             faces = pipeline.process(frame)
             time_s = result.frames / fps
             for face in faces:
-                result.timeline[face.track_id].append((time_s, face.probabilities))
+                result.timeline[face.track_id].append((time_s, face.scores))
                 if table:
                     rows.writerow([result.frames, f"{time_s:.3f}", face.track_id, *face.box, face.emotion,
-                                   *(f"{p:.5f}" for p in face.probabilities)])
+                                   *(f"{p:.5f}" for p in face.scores)])
             if out:
                 if writer is None:
                     writer = video_writer(out, fps, (frame.shape[1], frame.shape[0]))

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ferkit.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from ferkit.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, publish
 from ferkit.data import IMAGE_SIZE
 from ferkit.defaults import BACKENDS
 
@@ -140,7 +140,7 @@ def export_onnx(
         os.close(fd)
         try:  # write, then rename: an interrupted export leaves no half-written model behind
             onnx.save(proto, staged)
-            os.replace(staged, out)
+            publish(staged, out)
         except BaseException:
             Path(staged).unlink(missing_ok=True)
             raise

@@ -1,5 +1,5 @@
-"""Face detection, offline: OpenCV's Haar cascade (the default) or YuNet, the libfacedetection CNN
-whose weights ship inside the ``yuface`` wheel.
+"""Face detection, offline: YuNet (the default), the libfacedetection CNN whose weights ship inside
+the ``yuface`` wheel, or OpenCV's Haar cascade.
 
     from ferkit.infer.detection import create_detector
     detector = create_detector("yunet")          # or "haar"
@@ -12,6 +12,7 @@ Each detector carries the crop ``margin`` that frames its boxes the way FER2013 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from functools import lru_cache
 
 import cv2
@@ -20,6 +21,16 @@ import numpy as np
 from ferkit.defaults import DEFAULT_DETECTOR, DETECTORS
 
 Box = tuple[int, int, int, int]  # x, y, width, height in pixels
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One face a detector found: its box, its score (0-1; None where the detector gives none) and
+    its five landmarks (eyes, nose tip, mouth corners; None where the detector gives none)."""
+
+    box: Box
+    score: float | None = None
+    landmarks: tuple[tuple[int, int], ...] | None = None
 
 
 def to_gray(frame: np.ndarray) -> np.ndarray:
@@ -67,7 +78,8 @@ def shrink(image: np.ndarray, factor: float) -> np.ndarray:
 
 
 class FaceDetector:
-    """Base of the detectors: ``detector(frame, scale=1.0)`` returns boxes, largest first.
+    """Base of the detectors: ``detector(frame, scale=1.0)`` returns boxes, largest first, and
+    ``detector.detect(frame, scale)`` the same faces as :class:`Detection` (with scores and landmarks).
 
     ``scale`` < 1 detects on a frame shrunk by that factor (faster; boxes come back in the
     original frame's pixels); faces smaller than ``min_size / scale`` pixels may then be missed.
@@ -80,15 +92,27 @@ class FaceDetector:
         self.min_size = min_size
 
     def __call__(self, frame: np.ndarray, scale: float = 1.0) -> list[Box]:
+        return [d.box for d in self.detect(frame, scale)]
+
+    def detect(self, frame: np.ndarray, scale: float = 1.0) -> list[Detection]:
+        """Every face in ``frame``, largest first, in the frame's pixels."""
         if not 0 < scale <= 1:
             raise ValueError(f"detection scale must be in (0, 1], got {scale}")
-        boxes = self._detect(shrink(frame, scale), max(1, round(self.min_size * scale)))
+        found = self._detect(shrink(frame, scale), max(1, round(self.min_size * scale)))
         if scale < 1:
-            boxes = [tuple(round(v / scale) for v in b) for b in boxes]
-        return sorted(boxes, key=lambda b: -b[2] * b[3])
+            found = [_scaled(d, 1 / scale) for d in found]
+        return sorted(found, key=lambda d: -d.box[2] * d.box[3])
 
-    def _detect(self, frame: np.ndarray, min_size: int) -> list[Box]:
+    def _detect(self, frame: np.ndarray, min_size: int) -> list[Detection]:
         raise NotImplementedError
+
+
+def _scaled(d: Detection, factor: float) -> Detection:
+    """A detection made on a resized frame, in the original frame's pixels."""
+    box = tuple(int(round(v * factor)) for v in d.box)
+    points = None if d.landmarks is None else tuple((int(round(x * factor)), int(round(y * factor)))
+                                                     for x, y in d.landmarks)
+    return Detection(box, d.score, points)
 
 
 class HaarDetector(FaceDetector):
@@ -105,12 +129,12 @@ class HaarDetector(FaceDetector):
         if self._cascade.empty():
             raise RuntimeError(f"could not load OpenCV's Haar cascade from {path}")
 
-    def _detect(self, frame: np.ndarray, min_size: int) -> list[Box]:
+    def _detect(self, frame: np.ndarray, min_size: int) -> list[Detection]:
         found = self._cascade.detectMultiScale(
             to_gray(frame), scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
             minSize=(min_size, min_size),
         )
-        return [tuple(int(v) for v in b) for b in found]
+        return [Detection(tuple(int(v) for v in b)) for b in found]
 
 
 class YuNetDetector(FaceDetector):
@@ -132,20 +156,22 @@ class YuNetDetector(FaceDetector):
         self._detect_raw = yuface.c_detect  # int16 boxes: faces crossing the edge keep negative coordinates
         self.confidence, self.max_side = confidence, max_side
 
-    def _detect(self, frame: np.ndarray, min_size: int) -> list[Box]:
+    def _detect(self, frame: np.ndarray, min_size: int) -> list[Detection]:
         frame = to_bgr(frame)
         factor = min(1.0, self.max_side / max(frame.shape[:2]))
         rows = self._detect_raw(np.ascontiguousarray(shrink(frame, factor)))
-        boxes = []
-        for row in rows:  # score (0-100), x, y, w, h, five landmarks
-            box = tuple(int(round(int(v) / factor)) for v in row[1:5])
-            if row[0] >= 100 * self.confidence and min(box[2], box[3]) >= min_size:
-                boxes.append(box)
-        return boxes
+        found = []
+        for row in rows:  # score (0-100), x, y, w, h, five landmarks (x, y)
+            values = [int(v) for v in row]
+            d = _scaled(Detection(tuple(values[1:5]), values[0] / 100, tuple(zip(values[5:15:2], values[6:15:2],
+                                                                                   strict=True))), 1 / factor)
+            if d.score >= self.confidence and min(d.box[2], d.box[3]) >= min_size:
+                found.append(d)
+        return found
 
 
 def create_detector(name: str = DEFAULT_DETECTOR, **options) -> FaceDetector:
-    """A detector by name: ``haar`` (default) or ``yunet``; ``options`` go to its constructor."""
+    """A detector by name: ``yunet`` (default) or ``haar``; ``options`` go to its constructor."""
     if name == "haar":
         return HaarDetector(**options)
     if name == "yunet":

@@ -2,7 +2,7 @@
 
     pipeline = FacePipeline(EmotionPredictor(), detector="haar", detect_every=3, smoothing=5)
     for frame in frames:
-        for face in pipeline.process(frame):     # FacePrediction with a stable track_id
+        for face in pipeline.process(frame):     # Face with a stable track_id
             print(face.track_id, face.box, face.emotion, face.probabilities)
     faces = pipeline.process_image(photo)       # a still: no tracking, no smoothing
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ferkit.infer.detection import DEFAULT_DETECTOR, FaceDetector, get_detector, to_gray
-from ferkit.infer.predictor import EmotionPredictor, FacePrediction
+from ferkit.infer.predictor import EmotionPredictor, Face
 from ferkit.infer.tracking import FaceTracker, Track, follow, remember
 
 
@@ -57,7 +57,7 @@ class FacePipeline:
     def class_names(self) -> tuple[str, ...]:
         return self.predictor.class_names
 
-    def process(self, frame: np.ndarray) -> list[FacePrediction]:
+    def process(self, frame: np.ndarray) -> list[Face]:
         """The faces of the next frame of a sequence, each with its track id and smoothed
         probabilities (``emotion`` and ``index`` follow the smoothed values)."""
         gray = to_gray(frame)
@@ -75,16 +75,15 @@ class FacePipeline:
             remember(gray, track)
             smoothed = self.tracker.smooth(track, probabilities)
             index = int(smoothed.argmax())
-            faces.append(FacePrediction(track.box, self.class_names[index], index, smoothed, track.track_id))
+            faces.append(Face(track.box, self.class_names[index], index, smoothed, self.class_names, track.track_id))
         return faces
 
-    def process_image(self, image: np.ndarray, max_side: int | None = None) -> list[FacePrediction]:
+    def process_image(self, image: np.ndarray, max_side: int | None = None) -> list[Face]:
         """The faces of one still image (ids are face indices, largest first). Detection runs at full
         size, or on a copy whose longer side is ``max_side`` pixels if the image is larger."""
         longest = max(image.shape[:2]) if isinstance(image, np.ndarray) and image.ndim >= 2 else 0
         scale = min(1.0, max_side / longest) if max_side and longest else 1.0
-        faces = self.predictor.predict_frame(image, self.detector, scale)
-        return [FacePrediction(f.box, f.emotion, f.index, f.probabilities, i) for i, f in enumerate(faces)]
+        return self.predictor.predict_frame(image, self.detector, scale)
 
     def reset(self) -> None:
         """Forget every track (a new video)."""

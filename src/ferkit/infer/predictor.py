@@ -1,9 +1,9 @@
 """Emotion recognition on images: find faces, crop them the FER2013 way, classify them in batches.
 
-    from ferkit.infer.predictor import EmotionPredictor
+    from ferkit import EmotionPredictor
     predictor = EmotionPredictor()                       # the bundled model
-    for face in predictor.predict_frame(frame_bgr):      # detect + classify every face
-        print(face.box, face.emotion, face.probabilities)
+    for face in predictor.predict("photo.jpg"):          # a path, a PIL image, a BGR array, or a list of them
+        print(face.box, face.emotion, face.confidence, face.probabilities)   # face.to_dict() for JSON
     emotion, index, probs = predictor.predict_emotion_from_frame(frame_bgr, (x, y, w, h))
 
 On the CPU, with ONNX Runtime installed (``pip install 'ferkit[onnx]'``), the network runs there:
@@ -16,6 +16,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Union
 
 import cv2
 import numpy as np
@@ -34,18 +35,75 @@ from ferkit.infer.detection import (
     to_gray,
 )
 
-__all__ = ["BACKENDS", "Box", "EmotionPredictor", "FacePrediction", "crop_face", "detect_faces", "resize_face",
-           "to_gray"]
+__all__ = ["BACKENDS", "Box", "EmotionPredictor", "Face", "FacePrediction", "crop_face", "detect_faces",
+           "load_image", "resize_face", "to_gray"]
 
 @dataclass(frozen=True)
-class FacePrediction:
-    """One face of a frame: where it is, what it shows, and (from a pipeline) who it is over time."""
+class Face:
+    """One face of an image: where it is, what it shows, and (in a video) who it is over time.
+
+    ``scores`` holds the class probabilities in ``class_names`` order; ``probabilities`` is the same
+    as a dict. ``detection_score`` and ``landmarks`` (eyes, nose tip, mouth corners) come from the
+    detector where it gives them (YuNet; not Haar, and not faces followed between detections).
+    """
 
     box: Box
     emotion: str
     index: int
-    probabilities: np.ndarray  # one probability per class, in the model's class order
-    track_id: int | None = None  # stable across the frames of a video (FacePipeline); None for stills
+    scores: np.ndarray
+    class_names: tuple[str, ...]
+    track_id: int | None = None  # stable across the frames of a video (FacePipeline); face index for stills
+    detection_score: float | None = None
+    landmarks: tuple[tuple[int, int], ...] | None = None
+
+    @property
+    def confidence(self) -> float:
+        """The probability of the predicted emotion."""
+        return float(self.scores[self.index])
+
+    @property
+    def probabilities(self) -> dict[str, float]:
+        """Each class's probability, by name."""
+        return {n: float(p) for n, p in zip(self.class_names, self.scores, strict=True)}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values: what ``ferkit predict`` writes per face and ``/v1/predict`` returns."""
+        x, y, w, h = (int(v) for v in self.box)
+        return {"box": {"x": x, "y": y, "w": w, "h": h}, "emotion": self.emotion,
+                "confidence": round(self.confidence, 6),
+                "probabilities": {n: round(p, 6) for n, p in self.probabilities.items()},
+                "detection_score": None if self.detection_score is None else round(float(self.detection_score), 4),
+                "landmarks": None if self.landmarks is None else [[int(a), int(b)] for a, b in self.landmarks],
+                "track_id": self.track_id}
+
+
+FacePrediction = Face  # its name before ferkit 0.2
+ImageInput = Union[str, os.PathLike, np.ndarray, "PIL.Image.Image"]  # noqa: F821 (PIL is optional)
+COLORS = ("bgr", "rgb")
+
+
+def load_image(image: ImageInput, color: str = "bgr") -> np.ndarray:
+    """An image as a numpy array in OpenCV's layout (BGR, BGRA or gray): from a path, a PIL image,
+    or an array whose channels are in ``color`` order (``bgr``, as OpenCV reads; ``rgb``, as PIL,
+    matplotlib and most other libraries give them)."""
+    if color not in COLORS:
+        raise ValueError(f"color must be one of {COLORS}, got {color!r}")
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+        array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if array is None:
+            raise ValueError(f"{path}: not a readable image")
+        return array
+    if type(image).__module__.startswith("PIL."):
+        rgb = np.asarray(image.convert("L" if image.mode in ("L", "I;16", "I", "F") else "RGB"))
+        return rgb if rgb.ndim == 2 else cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"an image must be a path, a PIL image or a numpy array, got {type(image).__name__}")
+    if color == "rgb" and image.ndim == 3 and image.shape[2] in (3, 4):
+        return np.ascontiguousarray(image[..., [2, 1, 0, *([3] if image.shape[2] == 4 else [])]])
+    return image
 
 
 def crop_face(gray: np.ndarray, box: Box, margin: float = HaarDetector.margin) -> np.ndarray:
@@ -125,11 +183,22 @@ class EmotionPredictor:
 
     def predict_frame(
         self, frame: np.ndarray, detector: FaceDetector | str = DEFAULT_DETECTOR, detect_scale: float = 1.0
-    ) -> list[FacePrediction]:
+    ) -> list[Face]:
         """Detect every face in ``frame`` (with the named detector, or one made by
         :func:`ferkit.infer.detection.create_detector`; on a copy shrunk by ``detect_scale``) and classify
-        them all, cropped from the full frame with the detector's margin."""
+        them all, cropped from the full frame with the detector's margin. Faces come largest first,
+        their ``track_id`` the index in that order."""
         detector = get_detector(detector) if isinstance(detector, str) else detector
-        boxes = detector(frame, detect_scale)
-        results = self.predict_faces(frame, boxes, detector.margin)
-        return [FacePrediction(b, e, i, p) for b, (e, i, p) in zip(boxes, results, strict=True)]
+        found = detector.detect(frame, detect_scale)
+        results = self.predict_faces(frame, [d.box for d in found], detector.margin)
+        return [Face(d.box, e, i, p, self.class_names, n, d.score, d.landmarks)
+                for n, (d, (e, i, p)) in enumerate(zip(found, results, strict=True))]
+
+    def predict(self, images: ImageInput | Sequence[ImageInput], color: str = "bgr",
+                detector: FaceDetector | str = DEFAULT_DETECTOR) -> list[Face] | list[list[Face]]:
+        """The faces of one image (a path, a ``pathlib.Path``, a PIL image or a numpy array whose
+        channels are in ``color`` order), or of each image of a list: a list of :class:`Face`, largest
+        first, or one such list per image."""
+        if isinstance(images, (list, tuple)):
+            return [self.predict(image, color, detector) for image in images]
+        return self.predict_frame(load_image(images, color), detector)

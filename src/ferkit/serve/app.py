@@ -49,6 +49,9 @@ class Face(BaseModel):
     emotion: str
     confidence: float
     probabilities: dict[str, float]
+    detection_score: float | None = None
+    landmarks: list[list[int]] | None = None  # eyes, nose tip, mouth corners (x, y), where the detector gives them
+    track_id: int | None = None
 
 
 class Prediction(BaseModel):

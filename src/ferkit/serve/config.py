@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ferkit.defaults import DEFAULT_DETECTOR
+
 
 @dataclass(frozen=True)
 class ServiceConfig:
@@ -12,16 +14,16 @@ class ServiceConfig:
 
     ``pipelines``: requests analysed side by side in this process, each pipeline with its own
     detector and ONNX Runtime session of ``threads`` threads. ``max_side``: larger images are shrunk
-    to this longer side for detection (faces are still cropped from the full image). The default
-    detector is YuNet: faster than Haar at the same size (8 clients of ``benchmarks/serve_load.py``:
-    p99 84 ms against 239 ms) and it finds more faces (``benchmarks/detector_recall.py``).
+    to this longer side for detection (faces are still cropped from the full image); 0 detects at
+    full size, as every other entry point does, so that a photo gets the same answer here as from
+    ``ferkit image`` or the Python API (YuNet itself shrinks frames to at most 960 pixels).
     """
 
     model: str | None = None
     device: str = "auto"
     backend: str = "auto"
-    detector: str = "yunet"
-    max_side: int = 320
+    detector: str = DEFAULT_DETECTOR
+    max_side: int = 0
     max_upload_bytes: int = 10 * 2**20
     max_batch: int = 16
     max_pixels: int = 40_000_000

@@ -23,7 +23,7 @@ from ferkit.data import EMOTIONS_7, class_mapping
 from ferkit.infer.backends import BUNDLED_MODEL
 from ferkit.infer.detection import create_detector
 from ferkit.infer.pipeline import FacePipeline
-from ferkit.infer.predictor import EmotionPredictor, FacePrediction
+from ferkit.infer.predictor import EmotionPredictor
 from ferkit.serve.config import ServiceConfig
 
 MODEL_CARD = BUNDLED_MODEL.with_name("fer_resnet18_cpu.json")
@@ -58,13 +58,6 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> np.ndarray:
     return image
 
 
-def face_record(face: FacePrediction, class_names: tuple[str, ...]) -> dict:
-    x, y, w, h = face.box
-    return {"box": {"x": x, "y": y, "w": w, "h": h}, "emotion": face.emotion,
-            "confidence": round(float(face.probabilities[face.index]), 6),
-            "probabilities": {n: round(float(p), 6) for n, p in zip(class_names, face.probabilities, strict=True)}}
-
-
 class PipelinePool:
     """A few pipelines sharing nothing, handed out one request at a time (detectors and sessions
     are not shared between threads)."""
@@ -93,9 +86,8 @@ class PipelinePool:
         with self.pipeline() as pipeline:
             faces = pipeline.process_image(image, self.config.max_side)
         done = time.perf_counter()
-        class_names = self.sample.class_names
         return {"filename": name, "width": image.shape[1], "height": image.shape[0],
-                "faces": [face_record(f, class_names) for f in faces],
+                "faces": [f.to_dict() for f in faces],
                 "timing_ms": {"decode": round(1000 * (decoded - start), 2),
                               "inference": round(1000 * (done - decoded), 2)}}
 

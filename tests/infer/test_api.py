@@ -1,0 +1,86 @@
+"""The Python API's one result shape: every input kind, colour order, lists, JSON, and the same answer
+from every entry point."""
+
+import json
+import re
+
+import cv2
+import numpy as np
+import pytest
+
+from ferkit import EmotionPredictor
+from ferkit.apps.media import EXAMPLES_DIR
+from ferkit.cli import main
+from ferkit.infer.predictor import Face, load_image
+
+PHOTO = EXAMPLES_DIR / "obama.jpg"
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    return EmotionPredictor(device="cpu")
+
+
+def _summary(faces):
+    return [(f.box, f.emotion) for f in faces]
+
+
+def test_every_input_kind_gives_the_same_faces(bundled):
+    from PIL import Image
+
+    bgr = cv2.imread(str(PHOTO))
+    expected = bundled.predict(bgr)
+    assert expected and all(isinstance(f, Face) for f in expected)
+    for image, color in ((str(PHOTO), "bgr"), (PHOTO, "bgr"), (Image.open(PHOTO), "bgr"),
+                         (np.ascontiguousarray(bgr[..., ::-1]), "rgb"), (cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA), "bgr"),
+                         ((bgr.astype(np.uint16) * 257), "bgr")):
+        faces = bundled.predict(image, color=color)
+        assert _summary(faces) == _summary(expected), type(image)
+        assert np.allclose(faces[0].scores, expected[0].scores, atol=2e-3)
+    listed = bundled.predict([PHOTO, bgr])
+    assert [_summary(f) for f in listed] == [_summary(expected)] * 2
+
+
+def test_color_order_is_honoured():
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    rgb[..., 0] = 200  # red
+    assert load_image(rgb, "rgb")[0, 0].tolist() == [0, 0, 200]
+    assert load_image(rgb)[0, 0].tolist() == [200, 0, 0]  # taken as BGR: blue
+    with pytest.raises(ValueError, match="color must be one of"):
+        load_image(rgb, "hsv")
+    with pytest.raises(TypeError, match="path, a PIL image or a numpy array"):
+        load_image([[1, 2], [3, 4]])
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        load_image("nowhere.jpg")
+
+
+def test_results_serialise_with_json(bundled):
+    face = bundled.predict(PHOTO)[0]
+    record = json.loads(json.dumps(face.to_dict()))
+    assert record["box"] == dict(zip("xywh", face.box, strict=True)) and record["emotion"] == face.emotion
+    assert set(record["probabilities"]) == set(bundled.class_names)
+    assert record["confidence"] == pytest.approx(max(record["probabilities"].values()), abs=1e-6)
+    assert 0.5 < record["detection_score"] <= 1 and len(record["landmarks"]) == 5  # YuNet, the default
+    assert face.confidence == pytest.approx(face.probabilities[face.emotion])
+
+
+def test_every_entry_point_gives_the_same_faces(bundled, tmp_path, capsys):
+    python = _summary(bundled.predict(PHOTO))
+    assert main(["image", str(PHOTO), "--out", str(tmp_path / "a.jpg")]) == 0
+    printed = re.findall(r"box \(x=(\d+), y=(\d+), w=(\d+), h=(\d+)\) -> (\w+)", capsys.readouterr().out)
+    assert [(tuple(map(int, m[:4])), m[4]) for m in printed] == python
+    assert main(["predict", str(PHOTO), "--output", str(tmp_path / "faces.jsonl")]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "faces.jsonl").read_text().splitlines()]
+    assert [(tuple(r["box"].values()), r["emotion"]) for r in rows] == python
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from ferkit.serve.app import create_app
+    from ferkit.serve.config import ServiceConfig
+
+    client = TestClient(create_app(ServiceConfig(device="cpu")))
+    response = client.post("/v1/predict", files={"file": ("photo.jpg", PHOTO.read_bytes(), "image/jpeg")})
+    assert response.status_code == 200
+    served = response.json()["faces"]
+    assert [(tuple(f["box"].values()), f["emotion"]) for f in served] == python
+    assert served[0] == {k: v for k, v in rows[0].items() if k not in ("file", "face")}  # one dict for a face

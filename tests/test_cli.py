@@ -1,0 +1,62 @@
+"""The `ferkit` command itself: answers fast, says what went wrong, defaults to the bundled model."""
+
+import subprocess
+import sys
+
+import pytest
+
+from ferkit import __version__
+from ferkit.cli import main
+
+
+def test_version_and_unknown_command(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"ferkit {__version__}"
+    assert main(["imgae"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown command 'imgae'" in err and "did you mean 'image'" in err
+    assert main([]) == 0 and "train" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["predict", "--help"], ["train", "--help"], ["serve", "--help"]])
+def test_help_imports_no_torch_opencv_or_onnxruntime(argv):
+    code = ("import sys; from ferkit.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('torch', 'cv2', 'onnxruntime') if m in sys.modules]\n"
+            "print('heavy:', heavy)")
+    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("heavy: []"), result.stdout[-300:]
+
+
+def test_every_training_flag_says_what_it_does(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--photometric PHOTOMETRIC probability of each photometric effect" in out
+    assert "--lr LR learning rate" in out and "cpu: 0.004" in out
+
+
+def test_export_and_evaluate_default_to_the_bundled_model(tmp_path, capsys):
+    assert main(["export", "--weights", str(tmp_path / "w.pt")]) == 0
+    assert (tmp_path / "w.pt").stat().st_mode & 0o777 == 0o644 & ~_umask()
+    folder = tmp_path / "faces" / "happiness"
+    folder.mkdir(parents=True)
+    import cv2
+
+    from ferkit.apps.media import EXAMPLES_DIR
+
+    face = cv2.imread(str(EXAMPLES_DIR / "obama.jpg"))[95:395, 342:642]
+    cv2.imwrite(str(folder / "1.png"), face)
+    assert main(["evaluate", "--folder", str(tmp_path / "faces"), "--cropped"]) == 0
+    out = capsys.readouterr().out
+    assert "balanced acc" in out and "fer_resnet18_cpu" in out
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
