@@ -5,7 +5,8 @@
 The nine PASCAL-VOC photos in ``shared/photos`` carry dlib's hand-labelled boxes (43 faces). A
 detection counts when it overlaps a labelled face by at least ``--iou`` (each face matched once,
 greedily by overlap); recall = found / labelled, precision = matched / detections. Also the median
-time per photo. Results go to ``reports/inference/detector_recall.json``.
+time per photo. ``api`` is what a user of the Python API gets: the boxes of ``EmotionPredictor().predict(path)``
+(the default detector, on the photo as read from disk). Results go to ``reports/inference/detector_recall.json``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import cv2
 from common import machine
 
 from ferkit.infer.detection import DETECTORS, create_detector
+from ferkit.infer.predictor import EmotionPredictor
 from ferkit.infer.tracking import iou
 
 DEFAULT_PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "photos"
@@ -51,7 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS)
     parser.add_argument("--iou", type=float, nargs="+", default=[0.5, 0.3])
-    parser.add_argument("--detector", nargs="+", choices=DETECTORS, default=list(DETECTORS))
+    parser.add_argument("--detector", nargs="+", choices=(*DETECTORS, "api"), default=[*DETECTORS, "api"])
     parser.add_argument("--out", default="reports/inference/detector_recall.json")
     args = parser.parse_args()
 
@@ -62,12 +64,16 @@ def main() -> None:
     total = sum(len(b) for b in faces.values())
     results = {"machine": machine(), "photos": len(faces), "faces": total, "detectors": {}}
     for name in args.detector:
-        detector = create_detector(name)
+        if name == "api":
+            predictor = EmotionPredictor()
+            detector = lambda image, path: [f.box for f in predictor.predict(path)]  # noqa: E731
+        else:
+            detector = lambda image, path, d=create_detector(name): d(image)  # noqa: E731
         detections, times = {}, []
         for path, image in images.items():
             for _ in range(3):
                 start = time.perf_counter()
-                detections[path] = detector(image)
+                detections[path] = detector(image, path)
                 times.append(time.perf_counter() - start)
         found_total = sum(len(d) for d in detections.values())
         record = {"detections": found_total, "median_ms_per_photo": 1000 * statistics.median(times)}
