@@ -49,6 +49,15 @@ def match(labelled, detected, threshold: float) -> int:
     return len(used_g)
 
 
+def boxes_of(name: str):
+    """``(image, path) -> boxes`` for a detector name, or for ``api`` (what EmotionPredictor().predict finds)."""
+    if name == "api":
+        predictor = EmotionPredictor()
+        return lambda image, path: [f.box for f in predictor.predict(path)]
+    detector = create_detector(name)
+    return lambda image, path: detector(image)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS)
@@ -64,11 +73,7 @@ def main() -> None:
     total = sum(len(b) for b in faces.values())
     results = {"machine": machine(), "photos": len(faces), "faces": total, "detectors": {}}
     for name in args.detector:
-        if name == "api":
-            predictor = EmotionPredictor()
-            detector = lambda image, path: [f.box for f in predictor.predict(path)]  # noqa: E731
-        else:
-            detector = lambda image, path, d=create_detector(name): d(image)  # noqa: E731
+        detector = boxes_of(name)
         detections, times = {}, []
         for path, image in images.items():
             for _ in range(3):

@@ -60,3 +60,18 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_evaluate_scores_what_the_predictor_runs_by_default(fer_csv, random_checkpoint, capsys):
+    import numpy as np
+
+    from ferkit.data import load_fer2013, map_labels
+    from ferkit.infer.predictor import EmotionPredictor
+
+    assert main(["evaluate", "--model", str(random_checkpoint), "--data", str(fer_csv), "--backend", "torch"]) == 0
+    out = capsys.readouterr().out
+    assert "backend torch, fp32, test-time views: none" in out
+    accuracy = float(out.split("accuracy")[1].split()[0])
+    pixels, emotion = load_fer2013(fer_csv).split("PrivateTest")
+    predicted = EmotionPredictor(random_checkpoint, device="cpu", backend="torch").predict_crops(list(pixels)).argmax(1)
+    assert accuracy == pytest.approx((predicted == map_labels(emotion, 4)).mean(), abs=1e-4)

@@ -108,6 +108,10 @@ def evaluate_parser(p: argparse.ArgumentParser) -> None:
     source.add_argument("--folder", help="labelled face images, one subfolder per label (anger, happiness, ...)")
     p.add_argument("--model", "--checkpoint", dest="model",
                    help="checkpoint or ONNX export (default: the bundled model)")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="score as EmotionPredictor runs the model with this backend (default: auto)")
+    p.add_argument("--as-trained", action="store_true",
+                   help="score as the checkpoint was trained to be scored: PyTorch, its test-time views and precision")
     p.add_argument("--split", default="PrivateTest",
                    help="FER2013 split: PrivateTest (default), PublicTest or Training")
     p.add_argument("--labels", choices=LABEL_SETS, default="fer2013",
@@ -119,9 +123,9 @@ def evaluate_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="folder for confusion_matrix.png, classification_report.txt, metrics.json")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda...")
     p.add_argument("--skip-bad-rows", action="store_true", help="drop malformed CSV rows instead of stopping")
-    p.add_argument("--tta", choices=TTA_MODES, help="test-time views (default: the checkpoint's)")
-    p.add_argument("--precision", choices=PRECISIONS,
-                   help="fp32 scores as EmotionPredictor runs (default: the checkpoint's)")
+    p.add_argument("--tta", choices=TTA_MODES, help="test-time views (default: none; --as-trained: the checkpoint's)")
+    p.add_argument("--precision", choices=PRECISIONS, help="PyTorch precision; implies --as-trained")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def evaluate_run(args: argparse.Namespace) -> int:
@@ -129,12 +133,13 @@ def evaluate_run(args: argparse.Namespace) -> int:
     from ferkit.infer.backends import bundled_model_path
 
     model = args.model or bundled_model_path()
+    progress = not args.quiet and sys.stderr.isatty()
     if args.folder:
         from ferkit.folders import evaluate_folder
         from ferkit.infer.predictor import EmotionPredictor
 
-        predictor = EmotionPredictor(model, device=args.device)
-        record = evaluate_folder(predictor, args.folder, args.cropped, args.detector, progress=sys.stderr.isatty())
+        predictor = EmotionPredictor(model, device=args.device, backend=args.backend)
+        record = evaluate_folder(predictor, args.folder, args.cropped, args.detector, progress=progress)
         title = f"{model} on {args.folder} ({'crops' if args.cropped else record['detector']}, {predictor.backend})"
         if args.out:
             write_reports(record, args.out, args.folder)
@@ -142,12 +147,14 @@ def evaluate_run(args: argparse.Namespace) -> int:
         print(f"skipped folders: {record['skipped_folders'] or 'none'}; unreadable files: {record['unreadable']}"
               + ("" if args.cropped else f"; images without a face: {record['no_face']}"))
     else:
+        backend = None if args.as_trained or args.precision else args.backend
         record = evaluate_checkpoint(model, args.data, args.split, args.out, args.device,
                                      skip_bad_rows=args.skip_bad_rows, tta=args.tta, precision=args.precision,
-                                     labels=args.labels)
+                                     labels=args.labels, backend=backend, progress=progress)
         dropped = f", {record['dropped']} rows without a FER+ majority left out" if record["dropped"] else ""
         print(format_report(record, f"{model} on {record['split']} ({args.labels} labels{dropped}; "
-                                    f"{record['precision']}, test-time views: {record['tta']})"))
+                                    f"backend {record['backend']}, {record['precision']}, "
+                                    f"test-time views: {record['tta']})"))
     if args.out:
         print(f"reports written to {args.out}")
     return 0
@@ -173,6 +180,7 @@ def predict_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=("csv", "jsonl"),
                    help="csv or jsonl (default: from --output's suffix, else csv)")
     p.add_argument("--annotate", metavar="DIR", help="also write annotated copies into DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_options(p)
     add_detector_options(p, video=False)
 
@@ -180,7 +188,8 @@ def predict_parser(p: argparse.ArgumentParser) -> None:
 def predict_run(args: argparse.Namespace) -> int:
     from ferkit.apps.predict import predict_paths
 
-    return predict_paths(args.paths, make_pipeline(args), args.output, args.format, args.annotate)
+    progress = not args.quiet and sys.stderr.isatty()
+    return predict_paths(args.paths, make_pipeline(args), args.output, args.format, args.annotate, progress)
 
 
 def video_parser(p: argparse.ArgumentParser) -> None:
@@ -267,6 +276,7 @@ def export_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration-data", help="FER2013 file whose Training images calibrate --int8")
     p.add_argument("--calibration-size", type=int, default=2048, help="training images to calibrate on (default: 2048)")
     p.add_argument("--torchscript", help="output: frozen TorchScript module (fp32)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def export_run(args: argparse.Namespace) -> int:
@@ -283,7 +293,8 @@ def export_run(args: argparse.Namespace) -> int:
         written.append(export_weights(checkpoint, args.weights))
     if args.onnx:
         calibration = _calibration_faces(args.calibration_data, args.calibration_size) if args.int8 else None
-        written.append(export_onnx(checkpoint, args.onnx, calibration))
+        written.append(export_onnx(checkpoint, args.onnx, calibration,
+                                   progress=not args.quiet and sys.stderr.isatty()))
     if args.torchscript:
         written.append(export_torchscript(checkpoint, args.torchscript))
     for out in written:

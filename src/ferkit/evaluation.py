@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from ferkit.defaults import TTA_MODES, TTA_TRIMS
 
@@ -44,15 +45,16 @@ def predict_logits(
     device: torch.device | str = "cpu",
     tta: str = "none",
     bf16: bool = False,
+    progress: bool = False,
 ) -> torch.Tensor:
     """Scores (N, classes) on the CPU for uint8 (N, 1, 48, 48) or float [0, 1] images: logits, or
     with test-time augmentation the log of the views' mean probabilities (argmax and cross-entropy
-    read both alike). ``bf16``: autocast to bfloat16 with channels_last."""
+    read both alike). ``bf16``: autocast to bfloat16 with channels_last. ``progress``: a bar on stderr."""
     if isinstance(model, nn.Module):
         model.eval()
     device = torch.device(device)
     out = []
-    for i in range(0, len(images), batch_size):
+    for i in tqdm(range(0, len(images), batch_size), desc="scoring", unit="batch", disable=not progress, leave=False):
         x = images[i : i + batch_size].to(device, non_blocking=True)
         x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
         if bf16:
@@ -191,18 +193,23 @@ def evaluate_checkpoint(
     tta: str | None = None,
     precision: str | None = None,
     labels: str = "fer2013",
+    backend: str | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Score any checkpoint (or ONNX export) on one split of FER2013 and write the reports (to
     ``out`` if given).
 
-    ``tta`` and ``precision`` (``auto``, ``bf16``, ``fp32``): by default the ones the checkpoint
-    was trained to be scored with. ``labels``: ``fer2013`` (the split's own) or ``ferplus`` (FER+'s
-    majority; rows without one are left out and counted as ``dropped``).
+    ``backend`` None scores it as it was trained to be scored: in PyTorch, with ``tta`` and
+    ``precision`` (``auto``, ``bf16``, ``fp32``) by default the checkpoint's. A backend (``auto``,
+    ``torch``, ``onnx``) scores it as :class:`ferkit.EmotionPredictor` runs it: that backend's
+    classifier, no test-time views unless ``tta`` says. An ONNX export always runs on ONNX Runtime.
+    ``labels``: ``fer2013`` (the split's own) or ``ferplus`` (FER+'s majority; rows without one are
+    left out and counted as ``dropped``).
     """
     from ferkit.checkpoint import load_checkpoint, model_from_checkpoint
     from ferkit.data import SPLIT_ALIASES, USAGES, load_fer2013, split_labels
     from ferkit.device import resolve_device, uses_bf16
-    from ferkit.infer.backends import OnnxClassifier
+    from ferkit.infer.backends import load_classifier
 
     usage = SPLIT_ALIASES.get(split, split)
     if usage not in USAGES:
@@ -210,24 +217,27 @@ def evaluate_checkpoint(
     arrays = load_fer2013(data, skip_bad_rows=skip_bad_rows)
     pixels, _ = arrays.split(usage)
     images = torch.from_numpy(pixels).unsqueeze(1)
-    if Path(checkpoint).suffix == ".onnx":  # an export: ONNX Runtime on the CPU, as EmotionPredictor runs it
-        classifier = OnnxClassifier(checkpoint)
+    if backend is not None or Path(checkpoint).suffix == ".onnx":  # as EmotionPredictor runs it
+        classifier = load_classifier(Path(checkpoint), backend or "auto", resolve_device(device))
         ckpt = {"class_names": classifier.class_names}
-        tta, precision = tta or "none", classifier.name
-        logits = predict_logits(lambda x: torch.from_numpy(classifier(x.numpy())), images, batch_size, "cpu", tta)
+        tta, backend = tta or "none", classifier.name
+        precision = "int8" if backend.endswith("int8") else "fp32"
+        logits = predict_logits(lambda x: torch.from_numpy(classifier(x.numpy())), images, batch_size, "cpu", tta,
+                                progress=progress)
     else:
         ckpt = load_checkpoint(checkpoint)
         dev = resolve_device(device)
         model = model_from_checkpoint(ckpt, checkpoint).to(dev)
         config = ckpt.get("config", {})
-        tta = tta or config.get("tta", "none")
+        tta, backend = tta or config.get("tta", "none"), "torch"
         precision = precision or config.get("precision", "auto")
-        logits = predict_logits(model, images, batch_size, dev, tta, uses_bf16(precision, dev))
+        logits = predict_logits(model, images, batch_size, dev, tta, uses_bf16(precision, dev), progress=progress)
     y = split_labels(arrays, usage, len(ckpt["class_names"]), labels)
     kept = y >= 0
     metrics = classification_metrics(y[kept], logits.argmax(1).numpy()[kept], ckpt["class_names"])
     extra = {"checkpoint": str(checkpoint), "data": str(data), "epoch": ckpt.get("epoch"),
-             "val_accuracy": ckpt.get("val_accuracy"), "tta": tta, "precision": precision, "labels": labels,
+             "val_accuracy": ckpt.get("val_accuracy"), "backend": backend, "tta": tta, "precision": precision,
+             "labels": labels,
              "dropped": int((~kept).sum())}
     if out is not None:
         return write_reports(metrics, out, usage, extra)

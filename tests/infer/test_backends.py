@@ -87,7 +87,8 @@ def test_evaluate_an_onnx_export(onnx_model, fer_csv):
     from ferkit.evaluation import evaluate_checkpoint
 
     record = evaluate_checkpoint(onnx_model, fer_csv, "PrivateTest")
-    assert record["num_samples"] == 32 and record["precision"] == "onnxruntime" and 0 <= record["accuracy"] <= 1
+    assert record["num_samples"] == 32 and record["backend"] == "onnxruntime" and record["precision"] == "fp32"
+    assert 0 <= record["accuracy"] <= 1
 
 
 def test_fine_label_model_exports(tmp_path):

@@ -59,7 +59,7 @@ def test_seven_classes_and_dataloader_pipeline(fer_csv, tmp_path):
 def test_evaluate_cli_reproduces_training_report(fer_csv, tmp_path, capsys):
     record = _run(fer_csv, tmp_path / "run", epochs=1)
     code = cli_main(["evaluate", "--checkpoint", str(tmp_path / "run" / BEST_CHECKPOINT), "--data", str(fer_csv),
-                     "--out", str(tmp_path / "eval")])
+                     "--as-trained", "--out", str(tmp_path / "eval")])
     assert code == 0
     again = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert again["accuracy"] == record["accuracy"] and again["confusion_matrix"] == record["confusion_matrix"]

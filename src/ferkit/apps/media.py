@@ -9,6 +9,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from ferkit.infer.predictor import FacePrediction
 
@@ -47,10 +48,13 @@ def find_images(paths: Sequence[str | Path]) -> Iterator[tuple[Path, Path]]:
             yield given, Path(given.name)
 
 
-def read_images(paths: Sequence[str | Path], skipped: list[str]) -> Iterator[tuple[Path, Path, np.ndarray]]:
+def read_images(paths: Sequence[str | Path], skipped: list[str], progress: bool = False
+                ) -> Iterator[tuple[Path, Path, np.ndarray]]:
     """``(path, name, image)`` for every readable image of :func:`find_images`; each unreadable or
-    missing one is reported on standard error, appended to ``skipped`` and passed over."""
-    for path, name in find_images(paths):
+    missing one is reported on standard error, appended to ``skipped`` and passed over.
+    ``progress``: a bar on standard error (the files are listed first, to know how many)."""
+    found = list(find_images(paths)) if progress else find_images(paths)
+    for path, name in tqdm(found, desc="images", unit="img", disable=not progress, leave=False):
         try:
             image = read_image(path)
         except (FileNotFoundError, ValueError) as e:

@@ -50,10 +50,11 @@ class FaceWriter:
 
 
 def predict_paths(paths: Sequence[str | Path], pipeline: FacePipeline, output: str | None = None,
-                  fmt: str | None = None, annotate_dir: str | None = None) -> int:
+                  fmt: str | None = None, annotate_dir: str | None = None, progress: bool = False) -> int:
     """``ferkit predict``: every face of every image under ``paths`` as CSV or JSON lines (to
     ``output``, else standard output; ``fmt`` by default from ``output``'s suffix), and annotated
-    copies in ``annotate_dir`` if given. Returns the exit status: 1 if anything was skipped."""
+    copies in ``annotate_dir`` if given; ``progress``: a bar on standard error. Returns the exit
+    status: 1 if anything was skipped."""
     fmt = fmt or ("jsonl" if output and Path(output).suffix in (".jsonl", ".json") else "csv")
     images = faces_found = failures = 0
     skipped: list[str] = []
@@ -61,7 +62,7 @@ def predict_paths(paths: Sequence[str | Path], pipeline: FacePipeline, output: s
         Path(output).parent.mkdir(parents=True, exist_ok=True)
     with open(output, "w", newline="") if output else nullcontext(sys.stdout) as stream:
         writer = FaceWriter(stream, fmt, pipeline.class_names)
-        for path, name, image in read_images(paths, skipped):
+        for path, name, image in read_images(paths, skipped, progress):
             faces = pipeline.process_image(image)
             writer.write(str(path), faces)
             images, faces_found = images + 1, faces_found + len(faces)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ferkit.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, publish
 from ferkit.data import IMAGE_SIZE
@@ -102,6 +103,7 @@ def export_onnx(
     out: str | os.PathLike,
     calibration: np.ndarray | None = None,
     ckpt: dict | None = None,
+    progress: bool = False,
 ) -> Path:
     """Export a checkpoint to ONNX (dynamic batch, class names in the metadata).
 
@@ -109,7 +111,7 @@ def export_onnx(
     given, the model is quantized to int8 (QDQ, per-channel weights), with activation ranges
     measured on them. About four times smaller, and faster on CPUs with VNNI (on these Zen 4 cores,
     ``benchmarks/inference_speed.py``: 4.5x at batch 1, 3.1x at batch 64). ``ckpt``: the checkpoint
-    already loaded, if it is.
+    already loaded, if it is. ``progress``: a bar over the calibration batches, on stderr.
     """
     import onnx
 
@@ -131,7 +133,7 @@ def export_onnx(
         metadata = {"class_names": json.dumps(list(ckpt["class_names"])), "source": Path(checkpoint).name,
                     "val_accuracy": str(ckpt.get("val_accuracy")), "producer": "ferkit"}
         if calibration is not None:
-            fp32 = _quantize_int8(fp32, Path(tmp) / "int8.onnx", calibration)
+            fp32 = _quantize_int8(fp32, Path(tmp) / "int8.onnx", calibration, progress)
             metadata["quantization"] = "int8"
         proto = onnx.load(str(fp32))
         for key, value in metadata.items():
@@ -147,7 +149,7 @@ def export_onnx(
     return out
 
 
-def _quantize_int8(fp32: Path, out: Path, calibration: np.ndarray) -> Path:
+def _quantize_int8(fp32: Path, out: Path, calibration: np.ndarray, progress: bool = False) -> Path:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -157,7 +159,8 @@ def _quantize_int8(fp32: Path, out: Path, calibration: np.ndarray) -> Path:
 
     class Faces(CalibrationDataReader):
         def __init__(self) -> None:
-            self.batches = iter(range(0, len(calibration), CALIBRATION_BATCH))
+            self.batches = iter(tqdm(range(0, len(calibration), CALIBRATION_BATCH), desc="calibrating int8",
+                                     unit="batch", disable=not progress, leave=False))
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             i = next(self.batches, None)
