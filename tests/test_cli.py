@@ -63,7 +63,6 @@ def _umask() -> int:
 
 
 def test_evaluate_scores_what_the_predictor_runs_by_default(fer_csv, random_checkpoint, capsys):
-    import numpy as np
 
     from ferkit.data import load_fer2013, map_labels
     from ferkit.infer.predictor import EmotionPredictor
