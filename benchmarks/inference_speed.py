@@ -89,9 +89,9 @@ def classification_speed(repeats: int) -> dict[str, dict[str, float]]:
     results = {}
     for label, backend in (("pytorch fp32", "torch"), ("onnxruntime fp32", None), ("onnxruntime int8", "onnx")):
         if backend is None:  # the bundled checkpoint through an fp32 ONNX export
-            from ferkit.infer.backends import OnnxClassifier, bundled_model_path, cached_onnx
+            from ferkit.infer.backends import OnnxClassifier, cached_onnx, resolve_model
 
-            classifier = OnnxClassifier(cached_onnx(bundled_model_path()))
+            classifier = OnnxClassifier(cached_onnx(resolve_model()))
         else:
             classifier = EmotionPredictor(device="cpu", backend=backend).classifier
         row = {}

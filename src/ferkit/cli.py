@@ -37,7 +37,8 @@ SERVICE = ServiceConfig()  # the service's defaults
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--model", help="a checkpoint, weights file or ONNX export (default: the bundled model)")
+    group.add_argument("--model", help="a bundled model's name (fast, the default) or a checkpoint, weights file or "
+                       "ONNX export")
     group.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda... (default: auto)")
     group.add_argument("--backend", choices=BACKENDS, default="auto",
                        help="auto: ONNX Runtime on the CPU when installed, else PyTorch (default: auto)")
@@ -107,7 +108,7 @@ def evaluate_parser(p: argparse.ArgumentParser) -> None:
     source.add_argument("--data", help="FER2013: fer2013.csv, fer2013.csv.gz or .npz")
     source.add_argument("--folder", help="labelled face images, one subfolder per label (anger, happiness, ...)")
     p.add_argument("--model", "--checkpoint", dest="model",
-                   help="checkpoint or ONNX export (default: the bundled model)")
+                   help="a bundled model's name (fast, the default) or a checkpoint or ONNX export")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="score as EmotionPredictor runs the model with this backend (default: auto)")
     p.add_argument("--as-trained", action="store_true",
@@ -130,9 +131,9 @@ def evaluate_parser(p: argparse.ArgumentParser) -> None:
 
 def evaluate_run(args: argparse.Namespace) -> int:
     from ferkit.evaluation import evaluate_checkpoint, format_report, write_reports
-    from ferkit.infer.backends import bundled_model_path
+    from ferkit.infer.backends import resolve_model
 
-    model = args.model or bundled_model_path()
+    model = resolve_model(args.model)
     progress = not args.quiet and sys.stderr.isatty()
     if args.folder:
         from ferkit.folders import evaluate_folder
@@ -269,7 +270,7 @@ def serve_run(args: argparse.Namespace) -> int:
 
 def export_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", nargs="?", help="the checkpoint to export (default: --model, else the bundled model)")
-    p.add_argument("--model", help="the checkpoint to export (default: the bundled model)")
+    p.add_argument("--model", help="a bundled model's name or a checkpoint to export (default: fast)")
     p.add_argument("--weights", help="output: fp16 weights and metadata, no optimizer state (.pt)")
     p.add_argument("--onnx", help="output: ONNX model with a dynamic batch dimension (.onnx)")
     p.add_argument("--int8", action="store_true", help="quantize the ONNX model to int8")
@@ -281,13 +282,13 @@ def export_parser(p: argparse.ArgumentParser) -> None:
 
 def export_run(args: argparse.Namespace) -> int:
     from ferkit.checkpoint import export_weights
-    from ferkit.infer.backends import bundled_model_path, export_onnx, export_torchscript
+    from ferkit.infer.backends import export_onnx, export_torchscript, resolve_model
 
     if not (args.weights or args.onnx or args.torchscript):
         raise ValueError("say what to write: --weights, --onnx and/or --torchscript")
     if args.int8 != bool(args.calibration_data):
         raise ValueError("--int8 and --calibration-data go together")
-    checkpoint = args.checkpoint or args.model or bundled_model_path()
+    checkpoint = resolve_model(args.checkpoint or args.model)
     written = []
     if args.weights:
         written.append(export_weights(checkpoint, args.weights))

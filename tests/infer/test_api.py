@@ -84,3 +84,13 @@ def test_every_entry_point_gives_the_same_faces(bundled, tmp_path, capsys):
     served = response.json()["faces"]
     assert [(tuple(f["box"].values()), f["emotion"]) for f in served] == python
     assert served[0] == {k: v for k, v in rows[0].items() if k not in ("file", "face")}  # one dict for a face
+
+
+def test_bundled_models_by_name():
+    from ferkit.infer.backends import MODELS, resolve_model
+
+    assert resolve_model() == resolve_model("fast") == MODELS["fast"].weights
+    assert EmotionPredictor("fast", device="cpu").checkpoint_path == MODELS["fast"].weights
+    with pytest.raises(ValueError, match="does not ship with this version"):
+        EmotionPredictor(model="accurate")
+    assert main(["image", "--model", "accurate"]) == 2

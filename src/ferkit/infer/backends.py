@@ -16,6 +16,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,26 @@ from ferkit.data import IMAGE_SIZE
 from ferkit.defaults import BACKENDS
 
 WEIGHTS_DIR = Path(__file__).parents[1] / "weights"
-BUNDLED_MODEL = WEIGHTS_DIR / "fer_resnet18_cpu_fp16.pt"
-BUNDLED_ONNX = WEIGHTS_DIR / "fer_resnet18_cpu_int8.onnx"  # `ferkit export` of BUNDLED_MODEL, int8
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    """A model that ships inside ferkit: fp16 weights, their int8 ONNX export, and its card (JSON)."""
+
+    name: str
+    weights: Path
+    onnx: Path
+    card: Path
+
+
+# The models EmotionPredictor(model=NAME) and --model NAME find; the first is the default.
+MODELS = {m.name: m for m in (
+    BundledModel("fast", WEIGHTS_DIR / "fer_resnet18_cpu_fp16.pt", WEIGHTS_DIR / "fer_resnet18_cpu_int8.onnx",
+                 WEIGHTS_DIR / "fer_resnet18_cpu.json"),
+)}
+DEFAULT_MODEL = "fast"
+NOT_YET_SHIPPED = ("fast7", "accurate")
+BUNDLED_MODEL = MODELS[DEFAULT_MODEL].weights
 ONNX_INPUT, ONNX_OUTPUT = "faces", "logits"
 ONNX_OPSET = 17
 CALIBRATION_BATCH = 64
@@ -202,11 +221,24 @@ def export_torchscript(checkpoint: str | os.PathLike, out: str | os.PathLike) ->
     return out
 
 
-def bundled_model_path() -> Path:
-    """The model that ships with ferkit: the ``cpu`` recipe's run in ``reports/cpu-v9``, in fp16."""
-    if not BUNDLED_MODEL.is_file():
-        raise FileNotFoundError(f"the bundled model {BUNDLED_MODEL} is missing; pass a checkpoint path")
-    return BUNDLED_MODEL
+def resolve_model(model: str | os.PathLike | None = None) -> Path:
+    """The file of a model: a bundled one by name (``None``: the default, ``fast``), else a path to a
+    checkpoint, weights file or ONNX export."""
+    name = DEFAULT_MODEL if model is None else model
+    if isinstance(name, str) and name in MODELS:
+        path = MODELS[name].weights
+        if not path.is_file():
+            raise FileNotFoundError(f"the bundled model {name!r} ({path}) is missing; pass a checkpoint path")
+        return path
+    if isinstance(name, str) and name in NOT_YET_SHIPPED:
+        raise ValueError(f"the {name!r} model does not ship with this version of ferkit; bundled models: "
+                         f"{', '.join(MODELS)}")
+    return Path(name)
+
+
+def bundled(path: Path) -> BundledModel | None:
+    """The bundled model whose weights ``path`` is, if it is one."""
+    return next((m for m in MODELS.values() if m.weights == path), None)
 
 
 def load_classifier(checkpoint: Path, backend: str = "auto", device: torch.device | None = None,
@@ -227,8 +259,9 @@ def load_classifier(checkpoint: Path, backend: str = "auto", device: torch.devic
     use_onnx = backend == "onnx" or (backend == "auto" and device.type == "cpu" and onnxruntime_available())
     if use_onnx and device.type != "cpu":
         raise ValueError(f"the onnx backend runs on the CPU, not {device}")
-    if use_onnx and checkpoint == BUNDLED_MODEL and BUNDLED_ONNX.is_file():
-        return OnnxClassifier(BUNDLED_ONNX, threads=threads)  # its class names are in its metadata
+    shipped = bundled(checkpoint)
+    if use_onnx and shipped is not None and shipped.onnx.is_file():
+        return OnnxClassifier(shipped.onnx, threads=threads)  # its class names are in its metadata
     ckpt = load_checkpoint(checkpoint)
     if use_onnx:
         return OnnxClassifier(cached_onnx(checkpoint, ckpt), class_names=ckpt["class_names"], threads=threads)

@@ -24,7 +24,7 @@ import torch
 
 from ferkit.data import IMAGE_SIZE
 from ferkit.device import resolve_device
-from ferkit.infer.backends import BACKENDS, bundled_model_path, load_classifier
+from ferkit.infer.backends import BACKENDS, load_classifier, resolve_model
 from ferkit.infer.detection import (
     DEFAULT_DETECTOR,
     Box,
@@ -141,7 +141,8 @@ def resize_face(face: np.ndarray) -> np.ndarray:
 class EmotionPredictor:
     """A trained model ready for faces: loads a checkpoint safely (weights only) once.
 
-    ``checkpoint``: a ferkit checkpoint, weights file or ONNX export; ``None`` loads the bundled model.
+    ``model``: a bundled model's name (``"fast"``, the default) or a ferkit checkpoint, weights file
+    or ONNX export (``checkpoint=`` is the same, by its older name).
     ``device``: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ...
     ``backend``: ``"auto"`` (ONNX Runtime on the CPU when installed), ``"torch"`` or ``"onnx"``.
     ``margin``: the crop margin for boxes passed in (default: the one that suits Haar boxes).
@@ -149,10 +150,10 @@ class EmotionPredictor:
     """
 
     def __init__(
-        self, checkpoint: str | os.PathLike | None = None, device: str = "auto", margin: float | None = None,
-        backend: str = "auto", threads: int | None = None,
+        self, model: str | os.PathLike | None = None, device: str = "auto", margin: float | None = None,
+        backend: str = "auto", threads: int | None = None, *, checkpoint: str | os.PathLike | None = None,
     ) -> None:
-        self.checkpoint_path = Path(checkpoint) if checkpoint is not None else bundled_model_path()
+        self.checkpoint_path = resolve_model(checkpoint if model is None else model)
         self.device = resolve_device(device)
         self.classifier = load_classifier(self.checkpoint_path, backend, self.device, threads)
         self.backend: str = self.classifier.name

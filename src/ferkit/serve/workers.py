@@ -20,13 +20,12 @@ import cv2
 import numpy as np
 
 from ferkit.data import EMOTIONS_7, class_mapping
-from ferkit.infer.backends import BUNDLED_MODEL
+from ferkit.infer.backends import bundled
 from ferkit.infer.detection import create_detector
 from ferkit.infer.pipeline import FacePipeline
 from ferkit.infer.predictor import EmotionPredictor
 from ferkit.serve.config import ServiceConfig
 
-MODEL_CARD = BUNDLED_MODEL.with_name("fer_resnet18_cpu.json")
 CHUNK = 1 << 16
 
 
@@ -145,7 +144,8 @@ def model_info(pool: PipelinePool) -> dict:
     if len(names) in (4, 7):  # the class each of FER2013's seven labels is counted as
         mapping = class_mapping(len(names))
         info["fer2013_mapping"] = {label: names[mapping[i]] for i, label in enumerate(EMOTIONS_7)}
-    if predictor.checkpoint_path == BUNDLED_MODEL and MODEL_CARD.is_file():
-        card = json.loads(MODEL_CARD.read_text())
+    shipped = bundled(predictor.checkpoint_path)
+    if shipped is not None and shipped.card.is_file():
+        card = json.loads(shipped.card.read_text())
         info["name"], info["accuracy"] = card["name"], card["accuracy"]
     return info
