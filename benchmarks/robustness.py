@@ -25,6 +25,20 @@ from ferkit.data import load_fer2013, split_labels
 from ferkit.infer.predictor import EmotionPredictor
 
 
+def robustness(predictor: EmotionPredictor, pixels: np.ndarray, y: np.ndarray, seed: int = 0) -> dict:
+    """Clean and corrupted accuracy of one predictor on faces ``pixels`` with labels ``y`` (-1: left out)."""
+    kept = y >= 0
+    acc = {}
+    for name, s in [("clean", 0), *((n, s) for n in CORRUPTIONS for s in SEVERITIES)]:
+        faces = pixels if s == 0 else corrupt(pixels, name, s, seed)
+        predicted = predictor.predict_crops(list(faces)).argmax(1)
+        acc[f"{name}/{s}" if s else name] = float((predicted[kept] == y[kept]).mean())
+    clean = acc["clean"]
+    per = {n: statistics.mean(acc[f"{n}/{s}"] for s in SEVERITIES) for n in CORRUPTIONS}
+    return {"clean": clean, "mean_corrupted": statistics.mean(per.values()),
+            "drop": {n: clean - a for n, a in per.items()}, "accuracy": acc}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="+", help="checkpoint paths, or 'ferkit' for the bundled model")
@@ -36,36 +50,23 @@ def main() -> None:
     args = parser.parse_args()
     arrays = load_fer2013(args.data)
     pixels, _ = arrays.split(args.split)
-    predictors = {m: EmotionPredictor(None if m == "ferkit" else m, device="cpu", backend="torch") for m in args.models}
-    y = split_labels(arrays, args.split, len(next(iter(predictors.values())).class_names), args.labels)
-    kept = y >= 0
-    views = {("clean", 0): pixels}
-    for name in CORRUPTIONS:
-        for s in SEVERITIES:
-            views[(name, s)] = corrupt(pixels, name, s, args.seed)
     results = {}
-    for model, predictor in predictors.items():
-        acc = {}
-        for (name, s), faces in views.items():
-            predicted = predictor.predict_crops(list(faces)).argmax(1)
-            acc[f"{name}/{s}" if s else name] = float((predicted[kept] == y[kept]).mean())
-        clean = acc["clean"]
-        per = {n: statistics.mean(acc[f"{n}/{s}"] for s in SEVERITIES) for n in CORRUPTIONS}
-        results[model] = {"clean": clean, "mean_corrupted": statistics.mean(per.values()),
-                          "drop": {n: clean - a for n, a in per.items()}, "accuracy": acc}
-        print(f"{model}: clean {clean:.4f}, mean corrupted {results[model]['mean_corrupted']:.4f} "
-              f"(drop {clean - results[model]['mean_corrupted']:.4f})", flush=True)
+    for model in args.models:
+        predictor = EmotionPredictor(None if model == "ferkit" else model, device="cpu", backend="torch")
+        y = split_labels(arrays, args.split, len(predictor.class_names), args.labels)
+        results[model] = robustness(predictor, pixels, y, args.seed)
+        print(f"{model}: clean {results[model]['clean']:.4f}, mean corrupted {results[model]['mean_corrupted']:.4f} "
+              f"(drop {results[model]['clean'] - results[model]['mean_corrupted']:.4f})", flush=True)
     print(f"\n{'drop from clean':<16}" + "".join(f"{m[-28:]:>30}" for m in results))
     for n in CORRUPTIONS:
         print(f"{n:<16}" + "".join(f"{results[m]['drop'][n]:>30.4f}" for m in results))
     if args.json:
         record = {"command": "python benchmarks/robustness.py " + " ".join(sys.argv[1:]), "split": args.split,
-                  "labels": args.labels, "images": int(kept.sum()), "date": datetime.date.today().isoformat(),
+                  "labels": args.labels, "images": len(pixels), "date": datetime.date.today().isoformat(),
                   "machine": machine(), "results": results}
         with open(args.json, "w") as f:
             json.dump(record, f, indent=1)
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=4)
     main()
