@@ -94,3 +94,13 @@ def test_bundled_models_by_name():
     with pytest.raises(ValueError, match="does not ship with this version"):
         EmotionPredictor(model="accurate")
     assert main(["image", "--model", "accurate"]) == 2
+
+
+def test_the_old_import_path_still_works():
+    import importlib
+    import sys
+
+    sys.modules.pop("ferkit.inference", None)
+    with pytest.warns(DeprecationWarning, match="import EmotionPredictor from ferkit"):
+        old = importlib.import_module("ferkit.inference")
+    assert old.EmotionPredictor is EmotionPredictor

@@ -1,0 +1,76 @@
+"""A still photo end to end (decode excluded): detect every face and classify it, side by side with peers.
+
+    python benchmarks/still_speed.py [--image PHOTO] [--repeats 30] [--json reports/inference/still_speed.json]
+
+Times ``EmotionPredictor().predict(image)`` (the default detector and backend) on a 640x480 BGR
+photo (default: the bundled obama.jpg fitted into 640x480), with ONNX Runtime's default threads and
+with each thread count of ``--threads``; and, when the ``fer`` package (mini-Xception, OpenCV Haar
+detector) is installed, its ``FER().detect_emotions`` on the same array. Medians of ``--repeats``
+calls after two warm-up calls; run it on idle cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+
+import cv2
+import numpy as np
+from common import machine, timed_median
+
+from ferkit.apps.media import EXAMPLES_DIR
+from ferkit.infer.predictor import EmotionPredictor
+
+
+def photo(path: str | None) -> np.ndarray:
+    """The photo, fitted into a 640x480 canvas (letterboxed, gray)."""
+    image = cv2.imread(path or str(EXAMPLES_DIR / "obama.jpg"))
+    scale = min(640 / image.shape[1], 480 / image.shape[0])
+    image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    canvas = np.full((480, 640, 3), 128, np.uint8)
+    y, x = (480 - image.shape[0]) // 2, (640 - image.shape[1]) // 2
+    canvas[y:y + image.shape[0], x:x + image.shape[1]] = image
+    return canvas
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--image")
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--threads", type=int, nargs="*", default=[1])
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    image = photo(args.image)
+    results = {}
+    for threads in [None, *args.threads]:
+        predictor = EmotionPredictor(threads=threads)
+        for _ in range(2):
+            faces = predictor.predict(image)
+        name = f"ferkit ({predictor.backend}, {'default' if threads is None else threads} ORT threads)"
+        results[name] = {"ms": 1000 * timed_median(lambda p=predictor: p.predict(image), args.repeats),
+                         "faces": [(f.box, f.emotion) for f in faces]}
+    try:
+        from fer import FER
+    except ImportError:
+        print("the fer package is not installed: no peer to compare with", file=sys.stderr)
+    else:
+        detector = FER()
+        for _ in range(2):
+            found = detector.detect_emotions(image)
+        results["fer (mini-Xception, Haar)"] = {
+            "ms": 1000 * timed_median(lambda: detector.detect_emotions(image), args.repeats),
+            "faces": [(f["box"], max(f["emotions"], key=f["emotions"].get)) for f in found]}
+    for name, r in results.items():
+        print(f"{name:45s} {r['ms']:7.1f} ms  {r['faces']}")
+    if args.json:
+        record = {"command": "python benchmarks/still_speed.py " + " ".join(sys.argv[1:]),
+                  "date": datetime.date.today().isoformat(), "machine": machine(), "image": "640x480",
+                  "results": results}
+        with open(args.json, "w") as f:
+            json.dump(record, f, indent=1, default=str)
+
+
+if __name__ == "__main__":
+    main()
