@@ -8,7 +8,7 @@ from conftest import REAL_CSV, ferplus_lines, needs_real_data, synthetic_rows, w
 from ferkit import data as data_module
 from ferkit.data import DataError, load_fer2013, load_ferplus_votes
 from ferkit.train import check_config, resolve_config, train
-from ferkit.train.batches import ferplus_targets, split_tensors
+from ferkit.train.batches import split_tensors, training_targets
 
 
 @pytest.fixture
@@ -51,18 +51,18 @@ def test_targets_smooth_toward_the_votes(fer_csv, votes_csv, monkeypatch):
     arrays = load_fer2013(fer_csv)
     cfg = resolve_config("seed", smoothing_prior="ferplus", label_smoothing=0.3, fine_labels=True)
     _, labels = split_tensors(arrays, "Training", cfg.label_classes, torch.device("cpu"))
-    targets = ferplus_targets(arrays, labels, cfg)
+    targets = training_targets(arrays, labels, cfg)
     assert targets.shape == (96, 7) and torch.allclose(targets.sum(1), torch.ones(96))
     assert torch.equal(targets.argmax(1), labels)
     # row 0 is angry: 0.7 of its own, 0.3 * (7 angry + 3 neutral) / 10
     assert torch.allclose(targets[0], torch.tensor([0.7 + 0.21, 0, 0, 0, 0, 0, 0.09]))
     assert torch.allclose(targets[1], torch.full((7,), 0.3 / 7) + 0.7 * torch.eye(7)[1])  # no votes: uniform
-    four = ferplus_targets(arrays, split_tensors(arrays, "Training", 4, torch.device("cpu"))[1],
+    four = training_targets(arrays, split_tensors(arrays, "Training", 4, torch.device("cpu"))[1],
                            resolve_config("seed", smoothing_prior="ferplus", label_smoothing=0.3))
     assert four.shape == (96, 4) and torch.allclose(four[0], torch.tensor([0.91, 0, 0, 0.09]))
 
 
-def test_training_on_ferplus_targets(fer_csv, votes_csv, tmp_path, monkeypatch):
+def test_training_smoothed_toward_the_votes(fer_csv, votes_csv, tmp_path, monkeypatch):
     monkeypatch.setattr(data_module, "FERPLUS_VOTES", votes_csv)
     cfg = resolve_config("cpu", data=str(fer_csv), out=str(tmp_path / "run"), epochs=1, batch_size=32,
                          device="cpu", smoothing_prior="ferplus", label_smoothing=0.3, mixup=0.2)
@@ -70,6 +70,27 @@ def test_training_on_ferplus_targets(fer_csv, votes_csv, tmp_path, monkeypatch):
     assert record["config"]["smoothing_prior"] == "ferplus" and 0 <= record["accuracy"] <= 1
     with pytest.raises(ValueError, match="focal"):
         check_config(resolve_config("seed", smoothing_prior="ferplus", loss="focal"))
+
+
+def test_ferplus_labels_train_on_vote_shares_and_choose_on_the_majority(fer_csv, votes_csv, tmp_path, monkeypatch):
+    monkeypatch.setattr(data_module, "FERPLUS_VOTES", votes_csv)
+    arrays = load_fer2013(fer_csv)
+    cfg = resolve_config("seed", labels="ferplus")
+    _, labels = split_tensors(arrays, "Training", 4, torch.device("cpu"))
+    targets = training_targets(arrays, labels, cfg)
+    assert torch.allclose(targets[0], torch.tensor([0.7, 0, 0, 0.3]))  # 7 angry votes, 3 neutral
+    assert torch.equal(targets[1], torch.eye(4)[labels[1]])  # no votes: FER2013's label
+    images, majority = split_tensors(arrays, "PublicTest", 4, torch.device("cpu"), "ferplus")
+    assert len(images) == len(majority) == 32  # every synthetic row has a clear majority
+    for classes, fine in ((8, False), (4, True)):
+        record = train(resolve_config("cpu", data=str(fer_csv), out=str(tmp_path / f"c{classes}"), epochs=1,
+                                      batch_size=32, device="cpu", labels="ferplus", classes=classes,
+                                      fine_labels=fine, mixup=0.2, class_weights=True))
+        assert record["labels"] == "ferplus" and len(record["class_names"]) == classes
+    with pytest.raises(ValueError, match="--classes 8 is FER"):
+        check_config(resolve_config("seed", classes=8))
+    with pytest.raises(ValueError, match="dataloader"):
+        check_config(resolve_config("seed", labels="ferplus", pipeline="dataloader"))
 
 
 @needs_real_data

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from ferkit.data import (
+    EMOTIONS_8,
     SPLIT_ALIASES,
     Fer2013Arrays,
     class_mapping,
@@ -20,28 +21,49 @@ from ferkit.data import (
     load_fer2013,
     load_ferplus_votes,
     map_labels,
+    split_labels,
 )
 from ferkit.train.augment import augment_batch, augment_sample, photometric_batch, random_erasing
 from ferkit.train.config import TrainConfig
 
 
-def split_tensors(arrays: Fer2013Arrays, split: str, num_classes: int, device: torch.device):
-    """One split as a uint8 (N, 1, 48, 48) image tensor and int64 labels, on ``device``."""
-    pixels, emotion = arrays.split(split)
-    images = torch.from_numpy(np.ascontiguousarray(pixels)).unsqueeze(1).to(device)
-    labels = torch.from_numpy(map_labels(emotion, num_classes)).to(device)
-    return images, labels
+def split_tensors(arrays: Fer2013Arrays, split: str, num_classes: int, device: torch.device,
+                  labels: str = "fer2013") -> tuple[torch.Tensor, torch.Tensor]:
+    """One split as a uint8 (N, 1, 48, 48) image tensor and int64 labels, on ``device``: FER2013's
+    own labels, or FER+'s majority (rows without one left out; see :func:`ferkit.data.split_labels`)."""
+    pixels, _ = arrays.split(split)
+    y = split_labels(arrays, split, num_classes, labels)
+    kept = y >= 0
+    images = torch.from_numpy(np.ascontiguousarray(pixels[kept])).unsqueeze(1).to(device)
+    return images, torch.from_numpy(y[kept]).to(device)
 
 
-def ferplus_targets(arrays: Fer2013Arrays, labels: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
-    """Training targets smoothed toward FER+'s annotator votes: (1 - e) * one-hot + e * the image's
-    vote shares, merged into the labels being fitted (uniform where FER+ has no votes)."""
-    votes = load_ferplus_votes(arrays)[arrays.rows("Training")]
-    k = cfg.label_classes
-    votes = votes @ np.eye(k, dtype=np.float32)[class_mapping(k)]  # FER2013's 7 labels -> the k fitted
+def vote_shares(arrays: Fer2013Arrays, k: int) -> np.ndarray:
+    """Each Training image's FER+ vote shares over the ``k`` labels fitted (FER2013's 7 merged into
+    4, the 7, or FER+'s 8), and whether it has any (N, k), (N,)."""
+    if k == 8:
+        votes = load_ferplus_votes(arrays, columns=EMOTIONS_8)[arrays.rows("Training")]
+    else:  # FER2013's 7 labels -> the k fitted
+        votes = load_ferplus_votes(arrays)[arrays.rows("Training")] @ np.eye(k, dtype=np.float32)[class_mapping(k)]
     total = votes.sum(1, keepdims=True)
-    prior = torch.from_numpy(np.where(total > 0, votes / np.maximum(total, 1), 1 / k)).to(labels.device)
-    return (1 - cfg.label_smoothing) * F.one_hot(labels, k).float() + cfg.label_smoothing * prior
+    return votes / np.maximum(total, 1), total[:, 0] > 0
+
+
+def training_targets(arrays: Fer2013Arrays, labels: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """What training fits for each Training image: ``labels`` (FER2013's, as class indices), or soft
+    targets: FER+'s vote shares (``--labels ferplus``; FER2013's label where FER+ has no votes), or
+    FER2013's label smoothed toward them (``--smoothing-prior ferplus``: (1 - e) * one-hot + e *
+    shares, uniform where FER+ has no votes)."""
+    if cfg.labels == "fer2013" and cfg.smoothing_prior != "ferplus":
+        return labels
+    k = cfg.label_classes
+    shares, voted = vote_shares(arrays, k)
+    one_hot = F.one_hot(labels, k).float()
+    if cfg.labels == "ferplus":
+        return torch.where(torch.from_numpy(voted)[:, None].to(labels.device),
+                           torch.from_numpy(shares).to(labels.device), one_hot)
+    prior = torch.from_numpy(np.where(voted[:, None], shares, 1 / k).astype(np.float32)).to(labels.device)
+    return (1 - cfg.label_smoothing) * one_hot + cfg.label_smoothing * prior
 
 
 def hard_labels(targets: torch.Tensor) -> torch.Tensor:

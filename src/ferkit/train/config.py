@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ferkit.defaults import PRECISIONS, STEMS, TTA_MODES
+from ferkit.defaults import LABEL_SETS, PRECISIONS, STEMS, TTA_MODES
 
 
 def knob(default: Any, help: str, choices: tuple | None = None, run: bool = False) -> Any:
@@ -38,7 +38,10 @@ class TrainConfig:
     # the recipe
     recipe: str = knob("seed", "named recipe whose values the other flags override")
     seed: int = knob(0, "random seed of initialization, order and augmentation")
-    classes: int = knob(4, "4 (angry, sad, happy, neutral) or FER2013's 7 emotions", (4, 7))
+    classes: int = knob(4, "4 (angry, sad, happy, neutral), FER2013's 7 emotions, or FER+'s 8 (with --labels ferplus)",
+                        (4, 7, 8))
+    labels: str = knob("fer2013", "the label set: FER2013's own, or FER+'s ten annotators (their vote shares as "
+                       "targets, their majority to choose and score)", LABEL_SETS)
     fine_labels: bool = knob(False, "fit FER2013's 7 labels and merge their probabilities into the 4 classes")
     stem: str = knob("imagenet", "network stem: imagenet (7x7 stride 2 + max-pool) or cifar (3x3, full 48x48)",
                      STEMS)
@@ -131,6 +134,10 @@ def check_config(cfg: TrainConfig) -> None:
                                          or cfg.photometric or cfg.smoothing_prior != "uniform"):
         raise ValueError("--pipeline dataloader runs the geometric augmentation and hard labels only; "
                          "use --pipeline tensor")
-    if cfg.smoothing_prior == "ferplus" and cfg.loss == "focal":
-        raise ValueError("--smoothing-prior ferplus makes soft targets, which --loss focal does not take")
+    if (cfg.smoothing_prior == "ferplus" or cfg.labels == "ferplus") and cfg.loss == "focal":
+        raise ValueError("FER+'s votes make soft targets, which --loss focal does not take")
+    if cfg.pipeline == "dataloader" and cfg.labels != "fer2013":
+        raise ValueError("--pipeline dataloader trains on FER2013's labels only; use --pipeline tensor")
+    if cfg.classes == 8 and (cfg.labels != "ferplus" or cfg.fine_labels):
+        raise ValueError("--classes 8 is FER+'s task: it needs --labels ferplus and no --fine-labels")
 

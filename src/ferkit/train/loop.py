@@ -36,7 +36,7 @@ from ferkit.device import resolve_device, resolve_precision, uses_bf16
 from ferkit.evaluation import classification_metrics, plot_history, predict_logits, write_reports
 from ferkit.model import count_parameters
 from ferkit.train.augment import augment_sample, mix_batch
-from ferkit.train.batches import create_dataloaders, ferplus_targets, hard_labels, split_tensors, tensor_batches
+from ferkit.train.batches import create_dataloaders, hard_labels, split_tensors, tensor_batches, training_targets
 from ferkit.train.config import RUN_FIELDS, TrainConfig, check_config
 from ferkit.train.parts import TrainingParts, build_training
 
@@ -173,8 +173,8 @@ def train(cfg: TrainConfig, arrays: Fer2013Arrays | None = None) -> dict[str, An
     log(f"data: {cfg.data} ({cfg.classes} classes)\n{describe_splits(arrays, cfg.classes)}")
 
     x_train, y_train = split_tensors(arrays, "Training", cfg.label_classes, device)
-    train_targets = ferplus_targets(arrays, y_train, cfg) if cfg.smoothing_prior == "ferplus" else y_train
-    x_val, y_val = split_tensors(arrays, "PublicTest", cfg.classes, device)
+    train_targets = training_targets(arrays, y_train, cfg)
+    x_val, y_val = split_tensors(arrays, "PublicTest", cfg.classes, device, cfg.labels)
     per_rank = cfg.batch_size // ddp.world
     steps_per_epoch = (len(y_train) // cfg.batch_size if ddp.world > 1 else math.ceil(len(y_train) / cfg.batch_size))
     parts = build_training(cfg, device, y_train, steps_per_epoch)
@@ -271,12 +271,12 @@ def train(cfg: TrainConfig, arrays: Fer2013Arrays | None = None) -> dict[str, An
         public_accuracy = state.best_accuracy
         if cfg.epoch_tta != cfg.tta:
             _, public_accuracy, _ = _score(best, x_val, y_val, cfg, device, cfg.tta)
-        x_test, y_test = split_tensors(arrays, "PrivateTest", cfg.classes, device)
+        x_test, y_test = split_tensors(arrays, "PrivateTest", cfg.classes, device, cfg.labels)
         _, _, logits = _score(best, x_test, y_test, cfg, device, cfg.tta)
         metrics = classification_metrics(y_test.cpu().numpy(), logits.argmax(1).numpy(), class_names(cfg.classes))
         record = write_reports(metrics, out, "PrivateTest", extra={
             "checkpoint": BEST_CHECKPOINT, "best_epoch": state.best_epoch, "val_accuracy": state.best_accuracy,
-            "public_test_accuracy": public_accuracy, "tta": cfg.tta,
+            "public_test_accuracy": public_accuracy, "tta": cfg.tta, "labels": cfg.labels,
             "train_seconds": round(train_seconds, 1), "device": str(device), "processes": ddp.world,
             "torch": torch.__version__, "config": config,
         })
