@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ferkit.infer.predictor import FacePrediction
+from ferkit.infer.predictor import Face, load_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 COLORS = {"angry": (40, 40, 230), "disgust": (40, 140, 40), "fear": (160, 60, 160), "sad": (200, 120, 40),
@@ -23,17 +23,6 @@ VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", 
 def example_images() -> list[Path]:
     """The photos bundled with ferkit (public-domain portraits; see ``examples/README.md``)."""
     return sorted(p for p in EXAMPLES_DIR.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """A BGR image from disk, or an error that says why not."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"{path}: not a readable image")
-    return image
 
 
 def find_images(paths: Sequence[str | Path]) -> Iterator[tuple[Path, Path]]:
@@ -56,7 +45,7 @@ def read_images(paths: Sequence[str | Path], skipped: list[str], progress: bool 
     found = list(find_images(paths)) if progress else find_images(paths)
     for path, name in tqdm(found, desc="images", unit="img", disable=not progress, leave=False):
         try:
-            image = read_image(path)
+            image = load_image(path)
         except (FileNotFoundError, ValueError) as e:
             print(f"skipped: {e}", file=sys.stderr)
             skipped.append(str(e))
@@ -64,7 +53,7 @@ def read_images(paths: Sequence[str | Path], skipped: list[str], progress: bool 
         yield path, name, image
 
 
-def annotate(frame: np.ndarray, faces: Sequence[FacePrediction], fps: float | None = None) -> np.ndarray:
+def annotate(frame: np.ndarray, faces: Sequence[Face], fps: float | None = None) -> np.ndarray:
     """A copy of a BGR frame with each face's box, track id, emotion and confidence (and the frame
     rate, if given) drawn on it."""
     out = frame.copy()
@@ -87,7 +76,7 @@ def annotate(frame: np.ndarray, faces: Sequence[FacePrediction], fps: float | No
     return out
 
 
-def describe(faces: Sequence[FacePrediction]) -> list[str]:
+def describe(faces: Sequence[Face]) -> list[str]:
     """One line per face: box, emotion and confidence."""
     return [f"face {i}: box (x={f.box[0]}, y={f.box[1]}, w={f.box[2]}, h={f.box[3]}) -> {f.emotion} "
             f"({f.confidence:.1%})" for i, f in enumerate(faces)]

@@ -92,7 +92,7 @@ def load_image(image: ImageInput, color: str = "bgr") -> np.ndarray:
         path = Path(image)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file")
-        array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        array = cv2.imread(str(path), cv2.IMREAD_COLOR)  # 8-bit BGR: what every entry point reads
         if array is None:
             raise ValueError(f"{path}: not a readable image")
         return array
