@@ -14,7 +14,8 @@ from typing import Any
 __version__ = "0.2.0"
 
 _HOME = {
-    "EmotionPredictor": "ferkit.infer.predictor", "FacePrediction": "ferkit.infer.predictor",
+    "EmotionPredictor": "ferkit.infer.predictor", "Face": "ferkit.infer.predictor",
+    "FacePrediction": "ferkit.infer.predictor",
     "FacePipeline": "ferkit.infer.pipeline", "create_detector": "ferkit.infer.detection",
     "TrainConfig": "ferkit.train.config", "RECIPES": "ferkit.train.config", "train": "ferkit.train.loop",
     "evaluate_checkpoint": "ferkit.evaluation", "evaluate_folder": "ferkit.folders",

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ferkit.infer.predictor import EmotionPredictor, FacePrediction, crop_face, detect_faces, to_gray
+from ferkit.infer.predictor import EmotionPredictor, Face, crop_face, detect_faces, to_gray
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def test_detects_the_face(face_image):
 
 def test_predict_frame(predictor, face_image):
     faces = predictor.predict_frame(face_image)
-    assert len(faces) == 1 and isinstance(faces[0], FacePrediction)
+    assert len(faces) == 1 and isinstance(faces[0], Face)
     assert predictor.predict_frame(np.full((240, 320, 3), 127, np.uint8)) == []
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from ferkit.infer.pipeline import FacePipeline
-from ferkit.infer.predictor import FacePrediction
+from ferkit.infer.predictor import Face
 from ferkit.infer.tracking import FaceTracker, Track, follow, iou, remember
 
 
@@ -75,7 +75,7 @@ def test_pipeline_tracks_a_moving_face(face_image, random_checkpoint, detect_eve
     ids = []
     for step in range(9):
         faces = pipeline.process(np.roll(face_image, 6 * step, axis=1))
-        assert len(faces) == 1 and isinstance(faces[0], FacePrediction)
+        assert len(faces) == 1 and isinstance(faces[0], Face)
         x, y, w, h = faces[0].box
         assert abs(x + w / 2 - (320 + 6 * step)) < 40  # the face's centre moves 6 px a frame
         ids.append(faces[0].track_id)
