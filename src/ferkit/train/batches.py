@@ -102,7 +102,6 @@ def tensor_batches(
         yield x, labels[idx]
 
 
-
 class Fer2013Dataset(Dataset):
     """One FER2013 split as a per-sample ``Dataset`` of ``(image, label)``.
 
