@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from ferkit.data import EMOTIONS_7, class_mapping
+from ferkit.defaults import DEFAULT_DETECTOR, IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm")
 # Folder name -> FER2013 label 0-6, or 7 for contempt (FER+'s eighth class).
 LABEL_WORDS = {
     **{name: i for i, name in enumerate(EMOTIONS_7)},
@@ -63,7 +63,7 @@ def list_folder(root: str | os.PathLike, num_classes: int) -> tuple[list[Path], 
     return files, np.asarray(labels, dtype=np.int64), skipped
 
 
-def evaluate_folder(predictor, root: str | os.PathLike, cropped: bool = False, detector: Any = "yunet",
+def evaluate_folder(predictor, root: str | os.PathLike, cropped: bool = False, detector: Any = DEFAULT_DETECTOR,
                     batch_size: int = 256, progress: bool = False) -> dict[str, Any]:
     """Score ``predictor`` (an :class:`ferkit.infer.predictor.EmotionPredictor`) on a labelled face folder.
 

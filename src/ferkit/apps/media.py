@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ferkit.defaults import IMAGE_SUFFIXES
 from ferkit.infer.predictor import Face, load_image
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 COLORS = {"angry": (40, 40, 230), "disgust": (40, 140, 40), "fear": (160, 60, 160), "sad": (200, 120, 40),
           "happy": (40, 200, 240), "surprise": (230, 160, 40), "neutral": (200, 200, 200)}
 EXAMPLES_DIR = Path(__file__).parents[1] / "examples"

@@ -1,6 +1,6 @@
 """The one frame-to-faces pipeline behind every entry point (photos, folders, videos, webcams).
 
-    pipeline = FacePipeline(EmotionPredictor(), detector="haar", detect_every=3, smoothing=5)
+    pipeline = FacePipeline(EmotionPredictor(), detect_every=3, smoothing=5)   # YuNet, the default detector
     for frame in frames:
         for face in pipeline.process(frame):     # Face with a stable track_id
             print(face.track_id, face.box, face.emotion, face.probabilities)
