@@ -52,7 +52,7 @@ def main() -> None:
         results[name] = {"ms": 1000 * timed_median(lambda p=predictor: p.predict(image), args.repeats),
                          "faces": [(f.box, f.emotion) for f in faces]}
     try:
-        from fer import FER
+        from fer.fer import FER  # fer 25.x; older releases also export it from the package
     except ImportError:
         print("the fer package is not installed: no peer to compare with", file=sys.stderr)
     else:
