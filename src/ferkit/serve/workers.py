@@ -97,8 +97,12 @@ _process_pool: PipelinePool | None = None  # the pipeline of a worker process
 def start_workers(config: ServiceConfig, processes: int) -> ProcessPoolExecutor:
     """``processes`` worker processes, each with its own pipeline and one thread for OpenCV and
     OpenMP (the processes are the parallelism), all started before this returns."""
-    workers = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
-                                  initializer=_start_worker, initargs=(asdict(config),))
+    context = multiprocessing.get_context("spawn")
+    # Every worker waits at the barrier once its pipeline is built, so none takes a second readiness
+    # task while another is still loading: each answers one, whatever the load on the machine.
+    barrier = context.Barrier(processes)
+    workers = ProcessPoolExecutor(processes, mp_context=context, initializer=_start_worker,
+                                  initargs=(asdict(config), barrier))
     previous = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = "1"  # read by each worker's OpenMP (YuNet uses it) as it spawns
     try:
@@ -115,14 +119,15 @@ def start_workers(config: ServiceConfig, processes: int) -> ProcessPoolExecutor:
     return workers
 
 
-def _start_worker(config: dict) -> None:
+def _start_worker(config: dict, barrier) -> None:
     global _process_pool
     cv2.setNumThreads(1)  # one core per worker process: the processes are the parallelism
     _process_pool = PipelinePool(ServiceConfig(**config))
+    barrier.wait(timeout=300)  # a worker that never comes up breaks the barrier: the others stop too
 
 
 def _ready(seconds: float) -> int:
-    time.sleep(seconds)  # busy long enough that every worker process gets one: all start up now
+    time.sleep(seconds)  # busy long enough that every worker process, all started together, gets one
     return os.getpid()
 
 
