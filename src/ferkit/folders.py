@@ -72,11 +72,11 @@ def evaluate_folder(predictor, root: str | os.PathLike, cropped: bool = False, d
     files are counted in ``unreadable``. Returns :func:`ferkit.evaluation.classification_metrics`
     with those counts, the skipped folders and the settings.
     """
-    import cv2
     from tqdm import tqdm
 
     from ferkit.evaluation import classification_metrics
     from ferkit.infer.detection import get_detector
+    from ferkit.infer.predictor import load_image
 
     names = predictor.class_names
     files, labels, skipped = list_folder(root, len(names))
@@ -88,8 +88,9 @@ def evaluate_folder(predictor, root: str | os.PathLike, cropped: bool = False, d
         chunk = range(start, min(start + batch_size, len(files)))
         crops, where = [], []
         for i in chunk:
-            image = cv2.imread(str(files[i]), cv2.IMREAD_UNCHANGED)
-            if image is None or image.size == 0:
+            try:
+                image = load_image(files[i])
+            except ValueError:
                 unreadable += 1
                 continue
             if cropped:
@@ -100,8 +101,7 @@ def evaluate_folder(predictor, root: str | os.PathLike, cropped: bool = False, d
             if not faces:
                 no_face += 1
                 continue
-            largest = max(faces, key=lambda f: f.box[2] * f.box[3])
-            predicted[i] = largest.index
+            predicted[i] = faces[0].index  # the largest face
         if crops:
             predicted[where] = predictor.predict_crops(crops).argmax(1)
         bar.update(len(chunk))
