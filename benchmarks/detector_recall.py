@@ -12,8 +12,10 @@ time per photo. ``api`` is what a user of the Python API gets: the boxes of ``Em
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import statistics
+import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -71,7 +73,9 @@ def main() -> None:
         raise SystemExit(f"no annotations found under {args.photos / 'annotations'}")
     images = {path: cv2.imread(str(path)) for path in faces}
     total = sum(len(b) for b in faces.values())
-    results = {"machine": machine(), "photos": len(faces), "faces": total, "detectors": {}}
+    results = {"command": "python benchmarks/detector_recall.py " + " ".join(sys.argv[1:]),
+               "date": datetime.date.today().isoformat(), "machine": machine(), "photos": len(faces),
+               "faces": total, "detectors": {}}
     for name in args.detector:
         detector = boxes_of(name)
         detections, times = {}, []

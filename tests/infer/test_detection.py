@@ -47,6 +47,19 @@ def test_yunet_keeps_faces_cut_by_the_edge(face_image):
     assert boxes and boxes[0][0] < 20  # boxes may start left of the frame; coordinates stay signed
 
 
+def test_yunet_detects_on_a_copy_as_small_as_min_size_allows(face_image):
+    """A face of ``min_size`` pixels becomes ``smallest`` pixels on the copy the network sees;
+    boxes come back in the frame's pixels, and a caller's own downscale is not applied twice."""
+    seen = []
+    for min_size, scale, expected in [(36, 1.0, 320), (9, 1.0, 640), (36, 0.5, 320)]:
+        detector = YuNetDetector(min_size=min_size)
+        raw = detector._detect_raw
+        detector._detect_raw = lambda frame, raw=raw: seen.append(frame.shape[1]) or raw(frame)
+        boxes = detector(face_image, scale)
+        assert seen[-1] == expected
+        assert len(boxes) == 1 and _center_inside(boxes[0])
+
+
 def test_bad_detector_arguments(face_image):
     with pytest.raises(ValueError, match="unknown detector 'mtcnn'"):
         create_detector("mtcnn")
