@@ -9,6 +9,7 @@ problem.
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import tempfile
@@ -132,6 +133,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: {cfg['num_classes']} outputs but {len(obj['class_names'])} class names"
         )
+    temperature = obj.setdefault("temperature", 1.0)
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
+        raise CheckpointError(f"{path}: temperature must be a positive number, found {temperature!r}")
     return obj
 
 
@@ -175,5 +179,6 @@ def export_weights(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Pat
     ckpt = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt, checkpoint)
     save_atomic(make_checkpoint(model, epoch=ckpt.get("epoch", 0), val_accuracy=ckpt.get("val_accuracy", 0.0),
-                                config=ckpt.get("config", {}), half=True), out)
+                                config=ckpt.get("config", {}), half=True,
+                                extra={"temperature": ckpt["temperature"]}), out)
     return Path(out)

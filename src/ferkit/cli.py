@@ -10,6 +10,7 @@ each a thin call into the library, which never parses flags.
     ferkit webcam    [--camera 0]                                                  # q quits, s saves a screenshot
     ferkit serve     [--host 127.0.0.1] [--port 8000] [--model PATH]               # web service and live page
     ferkit export    [--model NAME|PATH] [--weights OUT.pt] [--onnx OUT.onnx [--int8 --calibration-data CSV]]
+    ferkit calibrate MODEL --data fer2013.csv.gz [--out CALIBRATED]                # temperature scaling
 
 Parsing imports neither torch nor OpenCV: ``ferkit --help`` answers at once; each command imports
 what it runs.
@@ -42,6 +43,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda... (default: auto)")
     group.add_argument("--backend", choices=BACKENDS, default="auto",
                        help="auto: ONNX Runtime on the CPU when installed, else PyTorch (default: auto)")
+    group.add_argument("--min-confidence", type=float, default=0.0,
+                       help="label faces whose top probability is below this 'uncertain' (default: 0, never)")
 
 
 def add_detector_options(parser: argparse.ArgumentParser, video: bool) -> None:
@@ -62,7 +65,8 @@ def make_pipeline(args: argparse.Namespace):
     from ferkit.infer.pipeline import FacePipeline
     from ferkit.infer.predictor import EmotionPredictor
 
-    predictor = EmotionPredictor(args.model, device=args.device, backend=args.backend)
+    predictor = EmotionPredictor(args.model, device=args.device, backend=args.backend,
+                                 min_confidence=args.min_confidence)
     if not hasattr(args, "detect_every"):
         return FacePipeline(predictor, args.detector)
     return FacePipeline(predictor, args.detector, args.detect_every, args.detect_scale, args.smoothing)
@@ -130,6 +134,7 @@ def evaluate_parser(p: argparse.ArgumentParser) -> None:
 
 
 def evaluate_run(args: argparse.Namespace) -> int:
+    from ferkit.calibration import format_calibration
     from ferkit.evaluation import evaluate_checkpoint, format_report, write_reports
     from ferkit.infer.backends import resolve_model
 
@@ -156,6 +161,7 @@ def evaluate_run(args: argparse.Namespace) -> int:
         print(format_report(record, f"{model} on {record['split']} ({args.labels} labels{dropped}; "
                                     f"backend {record['backend']}, {record['precision']}, "
                                     f"test-time views: {record['tta']})"))
+    print(format_calibration(record["calibration"], record["risk_coverage"]))
     if args.out:
         print(f"reports written to {args.out}")
     return 0
@@ -259,7 +265,8 @@ def serve_run(args: argparse.Namespace) -> int:
         from ferkit.serve.app import create_app
     except ImportError as e:
         raise ImportError(f"ferkit serve needs the serve extra ({e}): pip install 'ferkit[serve]'") from None
-    config = ServiceConfig(model=args.model, device=args.device, backend=args.backend, detector=args.detector,
+    config = ServiceConfig(model=args.model, device=args.device, backend=args.backend,
+                           min_confidence=args.min_confidence, detector=args.detector,
                            max_side=args.max_side, max_upload_bytes=int(args.max_upload_mb * 2**20),
                            max_batch=args.max_batch, max_pixels=args.max_pixels)
     app = create_app(config, processes=args.workers)
@@ -303,6 +310,22 @@ def export_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def calibrate_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="a checkpoint, weights file or ONNX export")
+    p.add_argument("--data", required=True, help="FER2013 file: the temperature is fitted on its PublicTest")
+    p.add_argument("--labels", choices=LABEL_SETS, default="fer2013",
+                   help="fit to FER2013's labels or FER+'s majority votes (default: fer2013)")
+    p.add_argument("--out", help="write the calibrated model here (default: into MODEL itself)")
+
+
+def calibrate_run(args: argparse.Namespace) -> int:
+    from ferkit.calibration import calibrate_model
+
+    temperature, out = calibrate_model(args.model, args.data, args.out, args.labels)
+    print(f"temperature {temperature:g} (fitted on PublicTest, {args.labels} labels) written to {out}")
+    return 0
+
+
 def _calibration_faces(data: str, count: int):
     """``count`` Training faces drawn with a fixed seed (the same file gives the same int8 model)."""
     import numpy as np
@@ -325,6 +348,8 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "webcam": ("live emotions from a camera", webcam_parser, webcam_run),
     "serve": ("the web service and live page", serve_parser, serve_run),
     "export": ("export a model: fp16 weights, ONNX (fp32 or int8), TorchScript", export_parser, export_run),
+    "calibrate": ("fit a model's temperature on PublicTest, so that its probabilities mean what they say",
+                  calibrate_parser, calibrate_run),
 }
 
 

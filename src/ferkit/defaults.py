@@ -11,6 +11,7 @@ BACKENDS = ("auto", "torch", "onnx")  # auto: ONNX Runtime on the CPU when insta
 PRECISIONS = ("auto", "bf16", "fp32")
 STEMS = ("imagenet", "cifar")
 LABEL_SETS = ("fer2013", "ferplus")
+UNCERTAIN = "uncertain"  # the label of a face below EmotionPredictor's min_confidence
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm")  # what folders are searched for
 
 # Test-time view sets, one entry per crop size: how many pixels the crop's side is shorter than the

@@ -168,16 +168,33 @@ def plot_history(history: dict[str, list[float]], path: str | os.PathLike) -> No
     plt.close(fig)
 
 
+def trust_metrics(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """How far the probabilities can be trusted: ``calibration`` (ECE, NLL, Brier, reliability bins)
+    and ``risk_coverage`` (accuracy when only the most confident faces are kept)."""
+    from ferkit.calibration import calibration_metrics, risk_coverage
+
+    return {"calibration": calibration_metrics(probabilities, labels),
+            "risk_coverage": risk_coverage(probabilities, labels)}
+
+
 def write_reports(
     metrics: dict[str, Any], out: str | os.PathLike, split: str, extra: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Write ``confusion_matrix.png``, ``classification_report.txt`` and ``metrics.json`` to ``out``."""
+    """Write ``confusion_matrix.png``, ``classification_report.txt`` and ``metrics.json`` to ``out``,
+    and ``reliability.png`` where the metrics hold the calibration (:func:`trust_metrics`)."""
+    from ferkit.calibration import format_calibration, plot_reliability
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    record = {"split": split, **(extra or {}), **metrics}
     title = f"{split}: accuracy {metrics['accuracy']:.2%} ({metrics['num_samples']} images)"
     plot_confusion_matrix(metrics, out / "confusion_matrix.png", title)
-    (out / "classification_report.txt").write_text(format_report(metrics, title))
-    record = {"split": split, **(extra or {}), **metrics}
+    report = format_report(metrics, title)
+    if "calibration" in record:
+        plot_reliability(record["calibration"], out / "reliability.png",
+                         f"{split}: ECE {record['calibration']['ece']:.2%}")
+        report += "\n" + format_calibration(record["calibration"], record["risk_coverage"])
+    (out / "classification_report.txt").write_text(report)
     (out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
 
@@ -219,7 +236,7 @@ def evaluate_checkpoint(
     images = torch.from_numpy(pixels).unsqueeze(1)
     if backend is not None or Path(checkpoint).suffix == ".onnx":  # as EmotionPredictor runs it
         classifier = load_classifier(Path(checkpoint), backend or "auto", resolve_device(device))
-        ckpt = {"class_names": classifier.class_names}
+        ckpt = {"class_names": classifier.class_names}  # its scores come divided by its temperature
         tta, backend = tta or "none", classifier.name
         precision = "int8" if backend.endswith("int8") else "fp32"
         logits = predict_logits(lambda x: torch.from_numpy(classifier(x.numpy())), images, batch_size, "cpu", tta,
@@ -232,13 +249,14 @@ def evaluate_checkpoint(
         tta, backend = tta or config.get("tta", "none"), "torch"
         precision = precision or config.get("precision", "auto")
         logits = predict_logits(model, images, batch_size, dev, tta, uses_bf16(precision, dev), progress=progress)
+        logits = logits / ckpt["temperature"]
     y = split_labels(arrays, usage, len(ckpt["class_names"]), labels)
     kept = y >= 0
     metrics = classification_metrics(y[kept], logits.argmax(1).numpy()[kept], ckpt["class_names"])
     extra = {"checkpoint": str(checkpoint), "data": str(data), "epoch": ckpt.get("epoch"),
              "val_accuracy": ckpt.get("val_accuracy"), "backend": backend, "tta": tta, "precision": precision,
-             "labels": labels,
-             "dropped": int((~kept).sum())}
+             "labels": labels, "dropped": int((~kept).sum()),
+             **trust_metrics(logits.softmax(1).numpy()[kept], y[kept])}
     if out is not None:
         return write_reports(metrics, out, usage, extra)
     return {"split": usage, **extra, **metrics}

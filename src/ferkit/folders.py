@@ -70,11 +70,11 @@ def evaluate_folder(predictor, root: str | os.PathLike, cropped: bool = False, d
     ``cropped``: the images are face crops, classified as they are; otherwise ``detector`` finds the
     faces and the largest is scored (images without one are counted in ``no_face``). Unreadable
     files are counted in ``unreadable``. Returns :func:`ferkit.evaluation.classification_metrics`
-    with those counts, the skipped folders and the settings.
+    and :func:`ferkit.evaluation.trust_metrics` with those counts, the skipped folders and the settings.
     """
     from tqdm import tqdm
 
-    from ferkit.evaluation import classification_metrics
+    from ferkit.evaluation import classification_metrics, trust_metrics
     from ferkit.infer.detection import get_detector
     from ferkit.infer.predictor import load_image
 
@@ -82,6 +82,7 @@ def evaluate_folder(predictor, root: str | os.PathLike, cropped: bool = False, d
     files, labels, skipped = list_folder(root, len(names))
     det = None if cropped else (get_detector(detector) if isinstance(detector, str) else detector)
     predicted = np.full(len(files), -1, dtype=np.int64)
+    probabilities = np.zeros((len(files), len(names)), dtype=np.float32)
     unreadable = no_face = 0
     bar = tqdm(total=len(files), desc="faces", unit="img", disable=not progress, leave=False)
     for start in range(0, len(files), batch_size):
@@ -101,14 +102,15 @@ def evaluate_folder(predictor, root: str | os.PathLike, cropped: bool = False, d
             if not faces:
                 no_face += 1
                 continue
-            predicted[i] = faces[0].index  # the largest face
+            predicted[i], probabilities[i] = faces[0].index, faces[0].scores  # the largest face
         if crops:
-            predicted[where] = predictor.predict_crops(crops).argmax(1)
+            probabilities[where] = predictor.predict_crops(crops)
+            predicted[where] = probabilities[where].argmax(1)
         bar.update(len(chunk))
     bar.close()
     scored = predicted >= 0
     metrics = classification_metrics(labels[scored], predicted[scored], names)
     return {"folder": str(root), "cropped": cropped, "detector": None if cropped else det.name,
             "images": len(files), "unreadable": unreadable, "no_face": no_face, "skipped_folders": skipped,
-            **metrics}
+            **metrics, **trust_metrics(probabilities[scored], labels[scored])}
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 import warnings
@@ -63,25 +64,45 @@ def onnxruntime_available() -> bool:
     return True
 
 
-class TorchClassifier:
+class Classifier:
+    """What both backends share: ``classifier(batch)`` gives the logits divided by the model's
+    ``temperature`` (its calibration, 1.0 if it has none: ``ferkit.calibration``), ``logits(batch)``
+    the network's own."""
+
+    name = "base"
+    temperature = 1.0
+    class_names: tuple[str, ...] = ()
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        logits = self.logits(batch)
+        return logits if self.temperature == 1.0 else logits / np.float32(self.temperature)
+
+
+class TorchClassifier(Classifier):
     """The network in PyTorch, on any device."""
 
     name = "torch"
 
-    def __init__(self, model: torch.nn.Module, class_names: Sequence[str], device: torch.device) -> None:
+    def __init__(self, model: torch.nn.Module, class_names: Sequence[str], device: torch.device,
+                 temperature: float = 1.0) -> None:
         self.model = model.to(device).eval()
         self.class_names = tuple(class_names)
         self.device = device
+        self.temperature = float(temperature)
 
     @torch.inference_mode()
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def logits(self, batch: np.ndarray) -> np.ndarray:
         return self.model(torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
 
 
-class OnnxClassifier:
+class OnnxClassifier(Classifier):
     """The network exported to ONNX, run by ONNX Runtime on the CPU.
 
-    ``class_names``: default, the ones stored in the file's metadata by :func:`export_onnx`.
+    ``class_names``: default, the ones stored in the file's metadata by :func:`export_onnx`; so is
+    the temperature.
     ``threads``: ONNX Runtime's intra-op threads (default: its own choice, one per core).
     """
 
@@ -112,11 +133,17 @@ class OnnxClassifier:
         if not names:
             raise CheckpointError(f"{path}: no class names in its metadata (export it with `ferkit export --onnx`)")
         self.class_names = tuple(names)
+        try:
+            self.temperature = float(meta.get("temperature", 1.0))
+        except ValueError:
+            self.temperature = math.nan
+        if not 0 < self.temperature < math.inf:
+            raise CheckpointError(f"{path}: its temperature must be a positive number, found {meta['temperature']!r}")
         self.metadata = dict(meta)
         self.path = path
         self.name = "onnxruntime-int8" if meta.get("quantization") == "int8" else "onnxruntime"
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def logits(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([ONNX_OUTPUT], {ONNX_INPUT: np.ascontiguousarray(batch, dtype=np.float32)})[0]
 
 
@@ -153,7 +180,8 @@ def export_onnx(
                 opset_version=ONNX_OPSET, dynamo=False,
             )
         metadata = {"class_names": json.dumps(list(ckpt["class_names"])), "source": Path(checkpoint).name,
-                    "val_accuracy": str(ckpt.get("val_accuracy")), "producer": "ferkit"}
+                    "val_accuracy": str(ckpt.get("val_accuracy")), "producer": "ferkit",
+                    "temperature": str(ckpt.get("temperature", 1.0))}
         if calibration is not None:
             fp32 = _quantize_int8(fp32, Path(tmp) / "int8.onnx", calibration, progress)
             metadata["quantization"] = "int8"
@@ -195,6 +223,27 @@ def _quantize_int8(fp32: Path, out: Path, calibration: np.ndarray, progress: boo
     # uint8 activations with int8 per-channel weights: the combination ORT's x86 int8 kernels run fastest.
     quantize_static(str(prepared), str(out), Faces(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return out
+
+
+def set_onnx_temperature(model: str | os.PathLike, out: str | os.PathLike, temperature: float) -> Path:
+    """A copy of an ONNX export (``out`` may be ``model`` itself) whose metadata holds ``temperature``."""
+    import onnx
+
+    proto = onnx.load(str(model))
+    kept = [(p.key, p.value) for p in proto.metadata_props if p.key != "temperature"]
+    del proto.metadata_props[:]
+    for key, value in [*kept, ("temperature", str(temperature))]:
+        proto.metadata_props.add(key=key, value=value)
+    out = Path(out)
+    fd, staged = tempfile.mkstemp(dir=out.parent, prefix=out.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        onnx.save(proto, staged)
+        publish(staged, out)
+    except BaseException:
+        Path(staged).unlink(missing_ok=True)
+        raise
     return out
 
 
@@ -245,7 +294,7 @@ def bundled(path: Path) -> BundledModel | None:
 
 
 def load_classifier(checkpoint: Path, backend: str = "auto", device: torch.device | None = None,
-                    threads: int | None = None) -> OnnxClassifier | TorchClassifier:
+                    threads: int | None = None) -> Classifier:
     """The classifier for a checkpoint (``.pth``/``.pt``) or an ONNX export (``.onnx``), each file
     read once.
 
@@ -268,4 +317,4 @@ def load_classifier(checkpoint: Path, backend: str = "auto", device: torch.devic
     ckpt = load_checkpoint(checkpoint)
     if use_onnx:
         return OnnxClassifier(cached_onnx(checkpoint, ckpt), class_names=ckpt["class_names"], threads=threads)
-    return TorchClassifier(model_from_checkpoint(ckpt, checkpoint), ckpt["class_names"], device)
+    return TorchClassifier(model_from_checkpoint(ckpt, checkpoint), ckpt["class_names"], device, ckpt["temperature"])

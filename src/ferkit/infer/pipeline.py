@@ -74,8 +74,8 @@ class FacePipeline:
         for track, (_, _, probabilities) in zip(visible, raw, strict=True):
             remember(gray, track)
             smoothed = self.tracker.smooth(track, probabilities)
-            index = int(smoothed.argmax())
-            faces.append(Face(track.box, self.class_names[index], index, smoothed, self.class_names, track.track_id))
+            faces.append(Face(track.box, self.predictor.label(smoothed), int(smoothed.argmax()), smoothed,
+                              self.class_names, track.track_id))
         return faces
 
     def process_image(self, image: np.ndarray, max_side: int | None = None) -> list[Face]:

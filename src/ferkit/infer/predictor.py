@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ferkit.data import IMAGE_SIZE
+from ferkit.defaults import UNCERTAIN
 from ferkit.device import resolve_device
 from ferkit.infer.backends import BACKENDS, load_classifier, resolve_model
 from ferkit.infer.detection import (
@@ -58,7 +59,7 @@ class Face:
 
     @property
     def confidence(self) -> float:
-        """The probability of the predicted emotion."""
+        """The probability of the most probable emotion (``index``; also when ``emotion`` is ``"uncertain"``)."""
         return float(self.scores[self.index])
 
     @property
@@ -147,12 +148,22 @@ class EmotionPredictor:
     ``backend``: ``"auto"`` (ONNX Runtime on the CPU when installed), ``"torch"`` or ``"onnx"``.
     ``margin``: the crop margin for boxes passed in (default: the one that suits Haar boxes).
     ``threads``: ONNX Runtime's threads (default: one per core).
+    ``min_confidence``: faces whose top probability is below it are labelled ``"uncertain"`` (their
+    probabilities and ``index``, the most probable class, unchanged); 0 (the default) never abstains.
+    ``docs/MODEL_CARD.md`` gives each bundled model's accuracy at several thresholds.
+
+    Probabilities are calibrated: the logits are divided by the model's fitted temperature
+    (:mod:`ferkit.calibration`) before the softmax.
     """
 
     def __init__(
         self, model: str | os.PathLike | None = None, device: str = "auto", margin: float | None = None,
         backend: str = "auto", threads: int | None = None, *, checkpoint: str | os.PathLike | None = None,
+        min_confidence: float = 0.0,
     ) -> None:
+        if not 0 <= min_confidence <= 1:
+            raise ValueError(f"min_confidence must be between 0 and 1, got {min_confidence}")
+        self.min_confidence = float(min_confidence)
         self.checkpoint_path = resolve_model(checkpoint if model is None else model)
         self.device = resolve_device(device)
         self.classifier = load_classifier(self.checkpoint_path, backend, self.device, threads)
@@ -176,7 +187,12 @@ class EmotionPredictor:
         gray = to_gray(frame)
         margin = self.margin if margin is None else margin
         probs = self.predict_crops([crop_face(gray, b, margin) for b in boxes])
-        return [(self.class_names[int(p.argmax())], int(p.argmax()), p) for p in probs]
+        return [(self.label(p), int(p.argmax()), p) for p in probs]
+
+    def label(self, probabilities: np.ndarray) -> str:
+        """The emotion of a face's class probabilities, or ``"uncertain"`` below ``min_confidence``."""
+        top = int(probabilities.argmax())
+        return UNCERTAIN if probabilities[top] < self.min_confidence else self.class_names[top]
 
     def predict_emotion_from_frame(self, frame_bgr: np.ndarray, box: Box) -> tuple[str, int, np.ndarray]:
         """Emotion name, class index and class probabilities of the face at ``box = (x, y, w, h)``."""

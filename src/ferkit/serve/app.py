@@ -4,8 +4,8 @@
     curl -F file=@photo.jpg http://127.0.0.1:8000/v1/predict
 
 Endpoints: ``POST /v1/predict`` (one image, multipart field ``file``), ``POST /v1/predict/batch``
-(several, field ``files``), ``GET /v1/health``, ``GET /v1/model``, the page at ``/`` and the
-OpenAPI docs at ``/docs``. The analysis itself (decoding, pipelines, worker processes) is
+(several, field ``files``), ``GET /v1/health``, ``GET /v1/model`` and its card ``/v1/model/card``,
+the page at ``/`` and the OpenAPI docs at ``/docs``. The analysis itself (decoding, pipelines, worker processes) is
 ``serve.workers``: each request runs in a worker thread or process, so the event loop never blocks.
 """
 
@@ -19,13 +19,14 @@ from typing import Annotated
 
 from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from ferkit.serve.config import ServiceConfig
 from ferkit.serve.workers import (
     CHUNK,
+    MODEL_CARD_URL,
     PipelinePool,
     RequestError,
     model_info,
@@ -35,6 +36,7 @@ from ferkit.serve.workers import (
 )
 
 WEB_DIR = Path(__file__).parent / "web"
+MODEL_CARD = Path(__file__).parents[1] / "weights" / "MODEL_CARD.md"  # a link to docs/MODEL_CARD.md in the repo
 
 
 class Box(BaseModel):
@@ -151,6 +153,11 @@ def create_app(config: ServiceConfig | None = None, processes: int = 0) -> FastA
     @app.get("/v1/model", summary="The model: classes, FER2013 label mapping, measured accuracy")
     async def model() -> dict:
         return info
+
+    @app.get(MODEL_CARD_URL, summary="The bundled models' card: intended use, accuracy, calibration, failure modes",
+             response_class=PlainTextResponse)
+    async def model_card() -> PlainTextResponse:
+        return PlainTextResponse(MODEL_CARD.read_text(), media_type="text/markdown; charset=utf-8")
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:

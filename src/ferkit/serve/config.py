@@ -17,11 +17,13 @@ class ServiceConfig:
     to this longer side for detection (faces are still cropped from the full image); 0 detects at
     full size, as every other entry point does, so that a photo gets the same answer here as from
     ``ferkit image`` or the Python API (YuNet itself shrinks frames to at most 960 pixels).
+    ``min_confidence``: faces less sure than this are labelled ``uncertain`` (0: never).
     """
 
     model: str | None = None
     device: str = "auto"
     backend: str = "auto"
+    min_confidence: float = 0.0
     detector: str = DEFAULT_DETECTOR
     max_side: int = 0
     max_upload_bytes: int = 10 * 2**20

@@ -27,6 +27,7 @@ from ferkit.infer.predictor import EmotionPredictor
 from ferkit.serve.config import ServiceConfig
 
 CHUNK = 1 << 16
+MODEL_CARD_URL = "/v1/model/card"  # the bundled models' card (docs/MODEL_CARD.md), served offline
 
 
 class RequestError(Exception):
@@ -65,7 +66,8 @@ class PipelinePool:
         self.config = config
         self.free: queue.Queue[FacePipeline] = queue.Queue()
         for _ in range(max(1, config.pipelines)):
-            predictor = EmotionPredictor(config.model, config.device, backend=config.backend, threads=config.threads)
+            predictor = EmotionPredictor(config.model, config.device, backend=config.backend, threads=config.threads,
+                                         min_confidence=config.min_confidence)
             self.free.put(FacePipeline(predictor, create_detector(config.detector)))
         self.sample = self.free.queue[0]
 
@@ -145,7 +147,9 @@ def model_info(pool: PipelinePool) -> dict:
     predictor = pool.sample.predictor
     names = list(predictor.class_names)
     info = {"name": predictor.checkpoint_path.name, "classes": names, "backend": predictor.backend,
-            "detector": pool.config.detector, "fer2013_mapping": {}, "accuracy": None}
+            "detector": pool.config.detector, "fer2013_mapping": {}, "accuracy": None,
+            "temperature": predictor.classifier.temperature, "min_confidence": predictor.min_confidence,
+            "model_card": MODEL_CARD_URL}
     if len(names) in (4, 7):  # the class each of FER2013's seven labels is counted as
         mapping = class_mapping(len(names))
         info["fer2013_mapping"] = {label: names[mapping[i]] for i, label in enumerate(EMOTIONS_7)}

@@ -9,7 +9,8 @@ batch, scales it to [0, 1] and augments it there in batched tensor operations (`
 ``train.augment``). ``--pipeline dataloader`` swaps in the classic per-sample ``Dataset`` +
 ``DataLoader`` instead. The best epoch on PublicTest is checkpointed; ``last.pth`` is written
 (atomically) after every epoch so ``--resume`` can continue an interrupted run; at the end the best
-weights are scored on PrivateTest.
+weights are calibrated (a temperature fitted on PublicTest, stored in the checkpoint) and
+scored on PrivateTest.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ferkit.calibration import fit_temperature
 from ferkit.checkpoint import load_checkpoint, make_checkpoint, model_from_checkpoint, save_atomic
 from ferkit.data import Fer2013Arrays, class_names, describe_splits, load_fer2013
 from ferkit.device import resolve_device, resolve_precision, uses_bf16
@@ -267,7 +269,14 @@ def train(cfg: TrainConfig, arrays: Fer2013Arrays | None = None) -> dict[str, An
         plot_history(state.history, out / "training_history.png")
         # Score the best-on-PublicTest weights on PrivateTest, exactly as `ferkit evaluate` would, and
         # on PublicTest the same way when the per-epoch choice ran a cheaper test-time augmentation.
-        best = model_from_checkpoint(load_checkpoint(out / BEST_CHECKPOINT), out / BEST_CHECKPOINT).to(device)
+        best_ckpt = load_checkpoint(out / BEST_CHECKPOINT)
+        best = model_from_checkpoint(best_ckpt, out / BEST_CHECKPOINT).to(device)
+        # Calibrate: the temperature that makes its PublicTest probabilities honest, fitted on the
+        # logits EmotionPredictor computes (fp32, no test-time views) and stored in the checkpoint.
+        val_logits = predict_logits(best, x_val, cfg.eval_batch_size, device)
+        best_ckpt["temperature"] = fit_temperature(val_logits.numpy(), y_val.cpu().numpy())
+        save_atomic(best_ckpt, out / BEST_CHECKPOINT)
+        log(f"temperature {best_ckpt['temperature']:g} (fitted on PublicTest) stored in {BEST_CHECKPOINT}")
         public_accuracy = state.best_accuracy
         if cfg.epoch_tta != cfg.tta:
             _, public_accuracy, _ = _score(best, x_val, y_val, cfg, device, cfg.tta)

@@ -1,0 +1,174 @@
+"""How far to trust the probabilities: temperature scaling, calibration metrics, abstention.
+
+    temperature = fit_temperature(val_logits, val_labels)       # minimises NLL on held-out faces
+    report = calibration_metrics(probabilities, labels)          # ECE, NLL, Brier, reliability bins
+    table = risk_coverage(probabilities, labels)                 # accuracy when the least sure are left out
+    calibrate_model("runs/x/fer_resnet18_best.pth", "fer2013.csv.gz")  # fit on PublicTest, store in the file
+
+A model's temperature ``T`` divides its logits before the softmax (Guo et al. 2017): it changes how
+sure the model says it is, never which class it picks. ferkit stores it in the checkpoint (and in an
+ONNX export's metadata), and both backends apply it, so every entry point reports calibrated scores.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ECE_BINS = 15  # equal-width confidence bins, as in Guo et al. (2017)
+COVERAGES = (1.0, 0.9, 0.75, 0.5)
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(1, keepdims=True)
+    return z - np.log(np.exp(z).sum(1, keepdims=True))
+
+
+def _targets(labels: np.ndarray, k: int) -> np.ndarray:
+    """Class indices (N,) as one-hot rows, or soft targets (N, k) as they are."""
+    labels = np.asarray(labels)
+    return np.eye(k, dtype=np.float64)[labels] if labels.ndim == 1 else labels.astype(np.float64)
+
+
+def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean negative log-likelihood of ``labels`` (indices, or soft targets) under softmax(logits / T)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    return float(-(_targets(labels, logits.shape[1]) * _log_softmax(logits / temperature)).sum(1).mean())
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, low: float = 0.05, high: float = 20.0) -> float:
+    """The temperature in [low, high] that minimises the NLL of ``labels`` (golden-section search
+    on log T: the NLL is smooth and has one minimum there)."""
+    if len(logits) == 0:
+        raise ValueError("no faces to fit a temperature on")
+    a, b = math.log(low), math.log(high)
+    ratio = (math.sqrt(5) - 1) / 2
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    fc, fd = nll(logits, labels, math.exp(c)), nll(logits, labels, math.exp(d))
+    while b - a > 1e-4:
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - ratio * (b - a)
+            fc = nll(logits, labels, math.exp(c))
+        else:
+            a, c, fc = c, d, fd
+            d = a + ratio * (b - a)
+            fd = nll(logits, labels, math.exp(d))
+    return round(math.exp((a + b) / 2), 4)
+
+
+def calibration_metrics(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> dict[str, Any]:
+    """Expected calibration error (top-class confidence, ``bins`` equal-width bins), negative
+    log-likelihood, Brier score (summed over classes, averaged over faces), mean confidence and
+    accuracy, and the reliability bins (faces, mean confidence, accuracy) the diagram draws."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    y = np.asarray(labels)
+    if len(p) == 0:
+        return {"ece": 0.0, "nll": 0.0, "brier": 0.0, "mean_confidence": 0.0, "accuracy": 0.0, "bins": []}
+    confidence, correct = p.max(1), (p.argmax(1) == y)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    table, ece = [], 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            gap = abs(confidence[inside].mean() - correct[inside].mean())
+            ece += inside.mean() * gap
+            table.append({"low": float(edges[b]), "high": float(edges[b + 1]), "faces": int(inside.sum()),
+                          "confidence": float(confidence[inside].mean()), "accuracy": float(correct[inside].mean())})
+    one_hot = np.eye(p.shape[1])[y]
+    return {"ece": float(ece), "nll": float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1)).mean()),
+            "brier": float(((p - one_hot) ** 2).sum(1).mean()), "mean_confidence": float(confidence.mean()),
+            "accuracy": float(correct.mean()), "bins": table}
+
+
+def risk_coverage(probabilities: np.ndarray, labels: np.ndarray,
+                  coverages: Sequence[float] = COVERAGES) -> list[dict[str, float]]:
+    """Accuracy on the most confident ``coverage`` share of faces, for each coverage, with the
+    confidence threshold (``min_confidence``) that keeps that share."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    if len(p) == 0:
+        return []
+    confidence = p.max(1)
+    correct = p.argmax(1) == np.asarray(labels)
+    order = np.argsort(-confidence, kind="stable")
+    rows = []
+    for coverage in coverages:
+        kept = order[: max(1, int(round(coverage * len(p))))]
+        rows.append({"coverage": float(coverage), "accuracy": float(correct[kept].mean()),
+                     "min_confidence": float(confidence[kept].min())})
+    return rows
+
+
+def format_calibration(metrics: dict[str, Any], table: list[dict[str, float]]) -> str:
+    """The calibration figures and the risk-coverage table as plain text."""
+    lines = [f"calibration: ECE {metrics['ece']:.2%}, NLL {metrics['nll']:.4f}, Brier {metrics['brier']:.4f}, "
+             f"mean confidence {metrics['mean_confidence']:.2%} at accuracy {metrics['accuracy']:.2%}",
+             "coverage  accuracy  min confidence"]
+    lines += [f"{r['coverage']:>8.0%}  {r['accuracy']:>8.2%}  {r['min_confidence']:>14.3f}" for r in table]
+    return "\n".join(lines) + "\n"
+
+
+def plot_reliability(metrics: dict[str, Any], path: str | os.PathLike, title: str = "") -> None:
+    """A reliability diagram: accuracy against confidence per bin (bars), the diagonal of perfect
+    calibration, and each bin's share of faces."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    total = sum(b["faces"] for b in metrics["bins"]) or 1
+    for b in metrics["bins"]:
+        ax.bar(b["low"], b["accuracy"], width=b["high"] - b["low"], align="edge", color="tab:blue",
+               edgecolor="white", alpha=0.8)
+        ax.bar(b["low"], b["faces"] / total, width=b["high"] - b["low"], align="edge", color="tab:gray", alpha=0.4)
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    ax.bar(0, 0, color="tab:blue", label="accuracy in the bin")
+    ax.bar(0, 0, color="tab:gray", alpha=0.4, label="share of faces")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (top class)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title or f"ECE {metrics['ece']:.2%}")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def calibrate_model(model: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike | None = None,
+                    labels: str = "fer2013") -> tuple[float, Path]:
+    """Fit a model's temperature on FER2013 PublicTest (scored as :class:`ferkit.EmotionPredictor`
+    runs it: PyTorch fp32 for a checkpoint, ONNX Runtime for an export; ``labels``: FER2013's or FER+'s
+    majority) and store it: in a copy of the checkpoint at ``out``, or in the file itself (ONNX: its
+    metadata). Returns the temperature and the file written."""
+    import torch
+
+    from ferkit.checkpoint import load_checkpoint, save_atomic
+    from ferkit.data import load_fer2013, split_labels
+    from ferkit.infer.backends import load_classifier, set_onnx_temperature
+
+    model, out = Path(model), Path(out or model)
+    if model.suffix == ".onnx" and out.suffix != ".onnx":
+        raise ValueError(f"an ONNX model's temperature goes into an ONNX file, not {out}")
+    classifier = load_classifier(model, "onnx" if model.suffix == ".onnx" else "torch", torch.device("cpu"))
+    arrays = load_fer2013(data)
+    pixels, _ = arrays.split("PublicTest")
+    y = split_labels(arrays, "PublicTest", len(classifier.class_names), labels)
+    kept = y >= 0
+    logits = np.concatenate([classifier.logits(pixels[i: i + 512, None].astype(np.float32) / 255)
+                             for i in range(0, len(pixels), 512)])
+    temperature = fit_temperature(logits[kept], y[kept])
+    if model.suffix == ".onnx":
+        set_onnx_temperature(model, out, temperature)
+    else:
+        ckpt = load_checkpoint(model)
+        ckpt["temperature"] = temperature
+        save_atomic(ckpt, out)
+    return temperature, out
