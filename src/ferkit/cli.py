@@ -26,7 +26,15 @@ import sys
 from collections.abc import Callable
 
 from ferkit import __version__
-from ferkit.defaults import BACKENDS, DEFAULT_DETECTOR, DETECTORS, LABEL_SETS, PRECISIONS, TTA_MODES
+from ferkit.defaults import (
+    BACKENDS,
+    DEFAULT_DETECTOR,
+    DETECTORS,
+    LABEL_SETS,
+    OUTPUT_FORMATS,
+    PRECISIONS,
+    TTA_MODES,
+)
 from ferkit.serve.config import ServiceConfig
 from ferkit.train.config import RECIPES, TrainConfig, resolve_config
 
@@ -184,7 +192,7 @@ def image_run(args: argparse.Namespace) -> int:
 def predict_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", help="image files and folders (searched recursively)")
     p.add_argument("--output", "-o", help="file to write (default: standard output)")
-    p.add_argument("--format", choices=("csv", "jsonl"),
+    p.add_argument("--format", choices=OUTPUT_FORMATS,
                    help="csv or jsonl (default: from --output's suffix, else csv)")
     p.add_argument("--annotate", metavar="DIR", help="also write annotated copies into DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -11,6 +11,7 @@ BACKENDS = ("auto", "torch", "onnx")  # auto: ONNX Runtime on the CPU when insta
 PRECISIONS = ("auto", "bf16", "fp32")
 STEMS = ("imagenet", "cifar")
 LABEL_SETS = ("fer2013", "ferplus")
+OUTPUT_FORMATS = ("csv", "jsonl")  # what ferkit predict writes: a row per face, or a JSON object per face
 UNCERTAIN = "uncertain"  # the label of a face below EmotionPredictor's min_confidence
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm")  # what folders are searched for
 

@@ -22,10 +22,9 @@ from typing import TextIO
 import cv2
 
 from ferkit.apps.media import annotate, describe, example_images, read_images
+from ferkit.defaults import OUTPUT_FORMATS
 from ferkit.infer.pipeline import FacePipeline
 from ferkit.infer.predictor import Face
-
-FORMATS = ("csv", "jsonl")
 
 
 class FaceWriter:
@@ -33,8 +32,8 @@ class FaceWriter:
     lines (``{"file", "face", **Face.to_dict()}``: box, emotion, confidence, probabilities...)."""
 
     def __init__(self, stream: TextIO, fmt: str, class_names: Sequence[str]) -> None:
-        if fmt not in FORMATS:
-            raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
+        if fmt not in OUTPUT_FORMATS:
+            raise ValueError(f"unknown format {fmt!r}; expected one of {OUTPUT_FORMATS}")
         self.stream, self.fmt, self.class_names = stream, fmt, tuple(class_names)
         if fmt == "csv":
             self.csv = csv.writer(stream)
