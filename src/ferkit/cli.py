@@ -5,6 +5,7 @@ each a thin call into the library, which never parses flags.
     ferkit evaluate  [--model NAME|PATH] --data fer2013.csv.gz [--split PrivateTest] [--labels ferplus]
     ferkit evaluate  [--model NAME|PATH] --folder faces/ [--cropped]               # labelled face folders
     ferkit image     [PATH ...] [--out annotated.jpg]
+    ferkit explain   [PATH ...] [--out why.jpg] [--method auto|gradcam|occlusion]    # what drove each emotion
     ferkit predict   PATH... [--output faces.csv|faces.jsonl] [--annotate DIR]     # images and folders
     ferkit video     IN [--out annotated.mp4] [--csv timeline.csv] [--plot timeline.png]
     ferkit webcam    [--camera 0]                                                  # q quits, s saves a screenshot
@@ -189,6 +190,23 @@ def image_run(args: argparse.Namespace) -> int:
     return show_images(args.paths, make_pipeline(args), args.out)
 
 
+def explain_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="*", help="image files or folders (default: the bundled example photos)")
+    p.add_argument("--method", choices=("auto", "gradcam", "occlusion"), default="auto",
+                   help="gradcam (PyTorch weights), occlusion (any model, ONNX too) or auto: Grad-CAM where the "
+                        "weights are at hand (default: auto)")
+    p.add_argument("--out", help="output: a file for one image, else a folder "
+                                 "(default: <name>_explained.jpg in the folder 'explained/')")
+    add_model_options(p)
+    add_detector_options(p, video=False)
+
+
+def explain_run(args: argparse.Namespace) -> int:
+    from ferkit.apps.predict import show_images
+
+    return show_images(args.paths, make_pipeline(args), args.out, explain=args.method)
+
+
 def predict_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", help="image files and folders (searched recursively)")
     p.add_argument("--output", "-o", help="file to write (default: standard output)")
@@ -351,6 +369,8 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "evaluate": ("score a model on FER2013 (its or FER+'s labels) or on a labelled face folder", evaluate_parser,
                  evaluate_run),
     "image": ("faces and emotions in images, printed and annotated", image_parser, image_run),
+    "explain": ("heat maps of what drove each face's predicted emotion (Grad-CAM or occlusion)", explain_parser,
+                explain_run),
     "predict": ("faces and emotions in images and folders, as CSV or JSON lines", predict_parser, predict_run),
     "video": ("faces in a video, tracked and smoothed: annotated video, timeline, plot", video_parser, video_run),
     "webcam": ("live emotions from a camera", webcam_parser, webcam_run),

@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import TextIO
 
 import cv2
+import numpy as np
 
 from ferkit.apps.media import annotate, describe, example_images, read_images
 from ferkit.defaults import OUTPUT_FORMATS
+from ferkit.infer.explain import draw_explanations
 from ferkit.infer.pipeline import FacePipeline
 from ferkit.infer.predictor import Face
 
@@ -80,25 +82,40 @@ def predict_paths(paths: Sequence[str | Path], pipeline: FacePipeline, output: s
     return 1 if failures else 0
 
 
-def show_images(paths: Sequence[str | Path], pipeline: FacePipeline, out: str | None = None) -> int:
+def show_images(paths: Sequence[str | Path], pipeline: FacePipeline, out: str | None = None,
+                explain: str | None = None) -> int:
     """``ferkit image``: print each image's faces and write an annotated copy (``out``: a file for
     one image, else a folder; default ``annotated/<name>_annotated.jpg``). No paths: the bundled
-    example photos. Returns the exit status: 1 if anything failed."""
+    example photos. ``explain`` (``ferkit explain``): a method of :meth:`EmotionPredictor.explain`,
+    whose heat maps are drawn instead of boxes (default ``explained/<name>_explained.jpg``).
+    Returns the exit status: 1 if anything failed."""
     paths = [Path(p) for p in paths] or example_images()
     failures: list[str] = []
+    kind = "explained" if explain else "annotated"
     for path, _, image in read_images(paths, failures):
-        faces = pipeline.process_image(image)
+        if explain:
+            explanations = pipeline.predictor.explain(image, explain, detector=pipeline.detector)
+            faces = [e.face for e in explanations]
+            drawn = draw_explanations(image, explanations)
+        else:
+            faces = pipeline.process_image(image)
+            drawn = annotate(image, faces)
         print(f"{path}: {len(faces) or 'no'} face{'s' if len(faces) != 1 else ''} found")
         for line in describe(faces):
             print("  " + line)
+        if explain:
+            for e in explanations:
+                y, x = (np.array(np.unravel_index(int(e.heatmap.argmax()), e.heatmap.shape)) + 0.5) * e.crop[2] / 48
+                print(f"  face {e.face.track_id}: {e.method} map strongest at x={e.crop[0] + x:.0f}, "
+                      f"y={e.crop[1] + y:.0f}")
         if out and len(paths) == 1 and not paths[0].is_dir() and Path(out).suffix:
             target = Path(out)
         else:
-            target = Path(out or "annotated") / f"{path.stem}_annotated.jpg"
+            target = Path(out or kind) / f"{path.stem}_{kind}.jpg"
         target.parent.mkdir(parents=True, exist_ok=True)
-        if not cv2.imwrite(str(target), annotate(image, faces)):
+        if not cv2.imwrite(str(target), drawn):
             print(f"error: could not write {target}", file=sys.stderr)
             failures.append(str(target))
             continue
-        print(f"  annotated image: {target}")
+        print(f"  {kind} image: {target}")
     return 1 if failures else 0

@@ -16,7 +16,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import cv2
 import numpy as np
@@ -25,7 +25,7 @@ import torch
 from ferkit.data import IMAGE_SIZE
 from ferkit.defaults import UNCERTAIN
 from ferkit.device import resolve_device
-from ferkit.infer.backends import BACKENDS, load_classifier, resolve_model
+from ferkit.infer.backends import BACKENDS, TorchClassifier, load_classifier, resolve_model
 from ferkit.infer.detection import (
     DEFAULT_DETECTOR,
     Box,
@@ -36,8 +36,11 @@ from ferkit.infer.detection import (
     to_gray,
 )
 
-__all__ = ["BACKENDS", "Box", "EmotionPredictor", "Face", "FacePrediction", "crop_face", "detect_faces",
-           "load_image", "resize_face", "to_gray"]
+if TYPE_CHECKING:
+    from ferkit.infer.explain import Explanation
+
+__all__ = ["BACKENDS", "Box", "EmotionPredictor", "Face", "FacePrediction", "crop_face", "crop_square",
+           "detect_faces", "load_image", "resize_face", "to_gray"]
 
 @dataclass(frozen=True)
 class Face:
@@ -111,23 +114,31 @@ def crop_face(gray: np.ndarray, box: Box, margin: float = HaarDetector.margin) -
     """A square 48x48 crop centred on ``box``, its side the box's longer side widened by ``margin``
     of it on each side (narrowed if negative; ``benchmarks/crop_margin.py`` measures the margin that
     frames each detector's boxes like FER2013); parts beyond the frame's edge repeat the edge pixels."""
-    if not -0.5 < margin:
-        raise ValueError(f"margin must be above -0.5, got {margin}")
-    x, y, w, h = (int(v) for v in box)
     height, width = gray.shape[:2]
-    if w <= 0 or h <= 0:
-        raise ValueError(f"box {box} has zero or negative size")
-    if x >= width or y >= height or x + w <= 0 or y + h <= 0:
-        raise ValueError(f"box {box} lies outside the {width}x{height} frame")
-    side = max(w, h) * (1 + 2 * margin)
-    cx, cy = x + w / 2, y + h / 2
-    x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
-    x1, y1 = x0 + max(1, int(round(side))), y0 + max(1, int(round(side)))
+    x0, y0, side, _ = crop_square(box, margin, (height, width))
+    x1, y1 = x0 + side, y0 + side
     pad = max(0, -x0, -y0, x1 - width, y1 - height)
     if pad:
         gray = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
         x0, y0, x1, y1 = x0 + pad, y0 + pad, x1 + pad, y1 + pad
     return resize_face(gray[y0:y1, x0:x1])
+
+
+def crop_square(box: Box, margin: float, shape: tuple[int, ...]) -> Box:
+    """The square :func:`crop_face` cuts for ``box`` in a frame of ``shape`` (height, width, ...),
+    as (x, y, side, side) in frame pixels; it may reach past the frame's edge."""
+    if not -0.5 < margin:
+        raise ValueError(f"margin must be above -0.5, got {margin}")
+    x, y, w, h = (int(v) for v in box)
+    height, width = shape[:2]
+    if w <= 0 or h <= 0:
+        raise ValueError(f"box {box} has zero or negative size")
+    if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+        raise ValueError(f"box {box} lies outside the {width}x{height} frame")
+    side = max(w, h) * (1 + 2 * margin)
+    x0, y0 = int(round(x + w / 2 - side / 2)), int(round(y + h / 2 - side / 2))
+    side = max(1, int(round(side)))
+    return x0, y0, side, side
 
 
 def resize_face(face: np.ndarray) -> np.ndarray:
@@ -170,15 +181,18 @@ class EmotionPredictor:
         self.backend: str = self.classifier.name
         self.class_names: tuple[str, ...] = self.classifier.class_names
         self.margin = HaarDetector.margin if margin is None else margin
+        self._explainer: torch.nn.Module | None = None  # PyTorch weights for Grad-CAM, loaded when first asked
 
     def predict_crops(self, faces: Sequence[np.ndarray]) -> np.ndarray:
         """Class probabilities (N, classes) for faces already cropped the FER2013 way (grayscale or
         BGR arrays of any size; resized to 48x48), run through the network as one batch."""
         if len(faces) == 0:
             return np.zeros((0, len(self.class_names)), dtype=np.float32)
-        batch = np.stack([resize_face(f) for f in faces])[:, None].astype(np.float32) / 255
-        logits = self.classifier(batch)
-        return torch.softmax(torch.from_numpy(logits).float(), dim=1).numpy()
+        return self._probabilities(np.stack([resize_face(f) for f in faces])[:, None].astype(np.float32) / 255)
+
+    def _probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """Calibrated class probabilities of a float batch (N, 1, 48, 48) in [0, 1]."""
+        return torch.softmax(torch.from_numpy(self.classifier(batch)).float(), dim=1).numpy()
 
     def predict_faces(
         self, frame: np.ndarray, boxes: Sequence[Box], margin: float | None = None
@@ -210,6 +224,45 @@ class EmotionPredictor:
         results = self.predict_faces(frame, [d.box for d in found], detector.margin)
         return [Face(d.box, e, i, p, self.class_names, n, d.score, d.landmarks)
                 for n, (d, (e, i, p)) in enumerate(zip(found, results, strict=True))]
+
+    def explain(self, image: ImageInput, method: str = "auto", color: str = "bgr",
+                detector: FaceDetector | str = DEFAULT_DETECTOR) -> list[Explanation]:
+        """Each face of ``image`` with a heat map of what drove its predicted class
+        (:mod:`ferkit.infer.explain`): ``gradcam`` (PyTorch weights needed: loaded on the CPU if this
+        predictor runs an ONNX model made from a checkpoint), ``occlusion`` (any backend), or ``auto``
+        (Grad-CAM where the weights are at hand, else occlusion)."""
+        from ferkit.infer.explain import METHODS, Explanation, gradcam, occlusion
+
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        frame = load_image(image, color)
+        detector = get_detector(detector) if isinstance(detector, str) else detector
+        faces = self.predict_frame(frame, detector)
+        if not faces:
+            return []
+        gray = to_gray(frame)
+        batch = np.stack([crop_face(gray, f.box, detector.margin) for f in faces])[:, None].astype(np.float32) / 255
+        classes = np.array([f.index for f in faces])
+        model = self._torch_model() if method != "occlusion" else None
+        if method == "gradcam" and model is None:
+            raise ValueError(f"{self.checkpoint_path}: Grad-CAM needs PyTorch weights, not an ONNX file; "
+                             "use method='occlusion'")
+        if model is not None:
+            maps, method = gradcam(model, batch, classes), "gradcam"
+        else:
+            maps, method = occlusion(self._probabilities, batch, classes), "occlusion"
+        return [Explanation(f, m, crop_square(f.box, detector.margin, frame.shape), method)
+                for f, m in zip(faces, maps, strict=True)]
+
+    def _torch_model(self) -> torch.nn.Module | None:
+        """The network in PyTorch (this predictor's, or loaded on the CPU once); None for an ONNX file."""
+        if isinstance(self.classifier, TorchClassifier):
+            return self.classifier.model
+        if self.checkpoint_path.suffix == ".onnx":
+            return None
+        if self._explainer is None:
+            self._explainer = load_classifier(self.checkpoint_path, "torch", torch.device("cpu")).model
+        return self._explainer
 
     def predict(self, images: ImageInput | Sequence[ImageInput], color: str = "bgr",
                 detector: FaceDetector | str = DEFAULT_DETECTOR) -> list[Face] | list[list[Face]]:
