@@ -3,7 +3,7 @@
 "use strict";
 
 const COLORS = { angry: "#e62828", disgust: "#288c28", fear: "#a03ca0", sad: "#2878c8",
-                 happy: "#f0c828", surprise: "#28a0e6", neutral: "#a0a0a0" };
+                 happy: "#f0c828", surprise: "#28a0e6", neutral: "#a0a0a0", uncertain: "#ffffff" };
 const FRAME_INTERVAL_MS = 100;  // at most 10 frames a second; a frame is sent only when the last answer is in
 
 const canvas = document.getElementById("canvas");
@@ -35,9 +35,11 @@ function draw(source, result) {
   result.faces.forEach((face, i) => {
     const { x, y, w, h } = face.box;
     const color = COLORS[face.emotion] || "#2d5be3";
-    const label = `${i + 1}: ${face.emotion} ${(100 * face.confidence).toFixed(0)}%`;
+    const label = `${i + 1}: ${describe(face)}`;
     context.strokeStyle = color;
+    context.setLineDash(face.emotion === "uncertain" ? [8 * scale, 6 * scale] : []);
     context.strokeRect(x, y, w, h);
+    context.setLineDash([]);
     const width = context.measureText(label).width + 8 * scale;
     const top = Math.max(0, y - 22 * scale);
     context.fillStyle = color;
@@ -48,13 +50,21 @@ function draw(source, result) {
   listFaces(result.faces);
 }
 
+// "happy 91%", or for a face below the service's --min-confidence "uncertain (happy 41%)"
+function describe(face) {
+  const percent = `${(100 * face.confidence).toFixed(0)}%`;
+  if (face.emotion !== "uncertain") return `${face.emotion} ${percent}`;
+  const best = Object.entries(face.probabilities).reduce((a, b) => (b[1] > a[1] ? b : a))[0];
+  return `uncertain (${best} ${percent})`;
+}
+
 function listFaces(faces) {
   facesList.replaceChildren(...faces.map((face, i) => {
     const item = document.createElement("li");
     item.className = "face";
     const label = document.createElement("div");
     label.className = "face-label";
-    label.textContent = `Face ${i + 1}: ${face.emotion}`;
+    label.textContent = `Face ${i + 1}: ${describe(face)}`;
     item.append(label);
     for (const [name, p] of Object.entries(face.probabilities)) {
       const bar = document.createElement("div");

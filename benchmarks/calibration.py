@@ -1,0 +1,89 @@
+"""How honest a model's probabilities are, before and after temperature scaling.
+
+    python benchmarks/calibration.py --model fast --data ../shared/data/fer2013.csv.gz \
+        --folder ../shared/wild/muxspace-dev --json reports/trust/calibration_fast.json
+
+Through ``EmotionPredictor`` (default backend: what users get; no test-time views): the network's
+raw logits on PrivateTest (FER2013's labels and FER+'s majority) and on a labelled folder of face
+crops, scored at temperature 1 and at the temperature fitted on PublicTest (FER2013's labels):
+expected calibration error (15 bins), NLL, Brier, mean confidence against accuracy, and the
+risk-coverage table at the fitted temperature.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+
+import numpy as np
+from common import machine
+
+from ferkit.calibration import calibration_metrics, fit_temperature, risk_coverage
+from ferkit.data import load_fer2013, split_labels
+from ferkit.folders import list_folder
+from ferkit.infer.predictor import EmotionPredictor, load_image, resize_face
+
+
+def raw_logits(predictor: EmotionPredictor, faces: np.ndarray) -> np.ndarray:
+    """The network's own logits (no temperature) for uint8 faces (N, 48, 48), in batches."""
+    batches = [faces[i : i + 512, None].astype(np.float32) / 255 for i in range(0, len(faces), 512)]
+    return np.concatenate([predictor.classifier.logits(b) for b in batches])
+
+
+def softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
+    z = logits / temperature
+    z = np.exp(z - z.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="fast", help="a bundled model's name or a checkpoint / ONNX file")
+    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--folder", help="labelled face crops, one folder per label")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    predictor = EmotionPredictor(args.model, device="cpu", backend=args.backend)
+    k = len(predictor.class_names)
+    arrays = load_fer2013(args.data)
+    public = raw_logits(predictor, arrays.split("PublicTest")[0])
+    fitted = fit_temperature(public, split_labels(arrays, "PublicTest", k, "fer2013"))
+    sets = {}
+    private = raw_logits(predictor, arrays.split("PrivateTest")[0])
+    for labels in ("fer2013", "ferplus"):
+        y = split_labels(arrays, "PrivateTest", k, labels)
+        sets[f"PrivateTest ({labels} labels)"] = (private[y >= 0], y[y >= 0])
+    if args.folder:
+        files, y, _ = list_folder(args.folder, k)
+        faces = np.stack([resize_face(load_image(f)) for f in files])
+        sets[f"{args.folder} (crops)"] = (raw_logits(predictor, faces), y)
+    record = {"command": "python benchmarks/calibration.py " + " ".join(sys.argv[1:]),
+              "date": datetime.date.today().isoformat(), "machine": machine(), "model": str(predictor.checkpoint_path),
+              "backend": predictor.backend, "stored_temperature": predictor.classifier.temperature,
+              "fitted_temperature": fitted, "sets": {}}
+    print(f"{predictor.checkpoint_path.name} ({predictor.backend}): temperature fitted on PublicTest {fitted:g}, "
+          f"stored {predictor.classifier.temperature:g}")
+    print(f"{'faces':45s} {'T':>6s} {'ECE':>7s} {'NLL':>7s} {'Brier':>7s} {'conf':>7s} {'acc':>7s}")
+    for name, (logits, y) in sets.items():
+        record["sets"][name] = {}
+        for t in (1.0, fitted):
+            m = calibration_metrics(softmax(logits, t), y)
+            record["sets"][name][f"T={t:g}"] = {key: m[key] for key in ("ece", "nll", "brier", "mean_confidence",
+                                                                        "accuracy")}
+            print(f"{name:45s} {t:6.3f} {m['ece']:7.2%} {m['nll']:7.4f} {m['brier']:7.4f} "
+                  f"{m['mean_confidence']:7.2%} {m['accuracy']:7.2%}")
+        record["sets"][name]["risk_coverage"] = risk_coverage(softmax(logits, fitted), y)
+        print("    accuracy at coverage " + ", ".join(f"{r['coverage']:.0%}: {r['accuracy']:.2%} "
+                                                      f"(confidence >= {r['min_confidence']:.2f})"
+                                                      for r in record["sets"][name]["risk_coverage"]))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(record, f, indent=1)
+            f.write("\n")
+
+
+if __name__ == "__main__":
+    main()
