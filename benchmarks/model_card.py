@@ -2,6 +2,7 @@
 
     python benchmarks/model_card.py --model fast --data ../shared/data/fer2013.csv.gz \
         --folder ../shared/wild/muxspace-dev --json reports/wild/card_fast.json
+    python benchmarks/model_card.py --json reports/wild/card_fast.json --markdown   # its tables, for the card
 
 Through ``EmotionPredictor`` with each backend a user may get (ONNX Runtime, the int8 export, the
 default on CPUs; PyTorch fp32), no test-time views: accuracy and balanced accuracy on PublicTest and
@@ -25,29 +26,75 @@ from ferkit.data import load_fer2013, split_labels
 from ferkit.infer.predictor import EmotionPredictor
 
 
+def summary(scores: dict) -> dict:
+    """The card's figures of one face set: accuracy, balanced accuracy, each class's recall, the
+    confusion matrix, calibration (ECE, NLL, Brier) and accuracy at each coverage."""
+    return {"accuracy": round(scores["accuracy"], 4), "balanced_accuracy": round(scores["balanced_accuracy"], 4),
+            "num_samples": scores["num_samples"],
+            "recall": {name: round(c["recall"], 4) for name, c in scores["per_class"].items()},
+            "confusion_matrix": scores["confusion_matrix"],
+            **{k: round(scores["calibration"][k], 4) for k in ("ece", "nll", "brier", "mean_confidence")},
+            "risk_coverage": [{k: round(v, 4) for k, v in r.items()} for r in scores["risk_coverage"]]}
+
+
+def markdown(card: dict, backend: str) -> str:
+    """The card's tables for ``docs/MODEL_CARD.md``: per-class recall, calibration, coverage, robustness."""
+    b = card[backend]
+    sets = {"PrivateTest, FER2013 labels": b["PrivateTest"]["fer2013"],
+            "PrivateTest, FER+ majority": b["PrivateTest"]["ferplus"], "muxspace-dev crops": b["wild"]}
+    names = list(b["wild"]["recall"])
+    lines = [f"| faces ({backend}, T = {b['temperature']:g}) | n | accuracy | balanced | "
+             + " | ".join(f"{n} recall" for n in names) + " | ECE | NLL | Brier |",
+             "|---|" + "---|" * (len(names) + 6)]
+    for name, m in sets.items():
+        lines.append(f"| {name} | {m['num_samples']} | {m['accuracy']:.2%} | {m['balanced_accuracy']:.2%} | "
+                     + " | ".join(f"{m['recall'][n]:.1%}" for n in names)
+                     + f" | {m['ece']:.2%} | {m['nll']:.3f} | {m['brier']:.3f} |")
+    lines += ["", "| faces | " + " | ".join(f"{r['coverage']:.0%} kept" for r in sets["muxspace-dev crops"]
+                                           ["risk_coverage"]) + " |",
+              "|---|" + "---|" * len(sets["muxspace-dev crops"]["risk_coverage"])]
+    for name, m in sets.items():
+        lines.append(f"| {name} | " + " | ".join(f"{r['accuracy']:.1%} (p >= {r['min_confidence']:.2f})"
+                                                 for r in m["risk_coverage"]) + " |")
+    r = card.get("robustness_PublicTest_torch")
+    if r:
+        lines += ["", f"Robustness (PublicTest, PyTorch): clean {r['clean']:.2%}, mean corrupted "
+                      f"{r['mean_corrupted']:.2%}; drop per corruption: "
+                      + ", ".join(f"{k} {v:.1%}" for k, v in sorted(r["drop"].items(), key=lambda kv: -kv[1]))]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="fast", help="a bundled model's name or a checkpoint")
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--folder", required=True, help="labelled in-the-wild face crops")
+    parser.add_argument("--data")
+    parser.add_argument("--folder", help="labelled in-the-wild face crops")
     parser.add_argument("--backends", nargs="+", default=["onnx", "torch"])
-    parser.add_argument("--json", required=True)
+    parser.add_argument("--json", required=True, help="where the figures go (with --markdown: where they are)")
+    parser.add_argument("--markdown", action="store_true", help="print the card's tables from --json, measure nothing")
     args = parser.parse_args()
+    if args.markdown:
+        card = json.loads(open(args.json).read())
+        for backend in (k for k, v in card.items() if isinstance(v, dict) and "wild" in v):
+            print(markdown(card, backend) + "\n")
+        return
+    if not (args.data and args.folder):
+        parser.error("--data and --folder are needed to measure")
     arrays = load_fer2013(args.data)
     card: dict = {"command": "python benchmarks/model_card.py " + " ".join(sys.argv[1:]),
                   "date": datetime.date.today().isoformat(), "machine": machine(), "no_test_time_views": True}
     for backend in args.backends:
         predictor = EmotionPredictor(args.model, device="cpu", backend=backend)
         key = predictor.backend
-        card[key] = {}
+        card[key] = {"temperature": predictor.classifier.temperature}
         for split in ("PublicTest", "PrivateTest"):
             result = score(predictor, arrays, split, args.folder)
-            card[key][split] = {labels: {k: round(v, 4) for k, v in result[labels].items()
-                                         if k in ("accuracy", "balanced_accuracy", "num_samples")}
-                                for labels in ("fer2013", "ferplus")}
-            card[key]["wild"] = {k: round(v, 4) for k, v in result["wild"].items()
-                                 if k in ("accuracy", "balanced_accuracy", "num_samples")}
-            print(f"{key} {split}: {card[key][split]} | wild {card[key]['wild']}", flush=True)
+            card[key][split] = {labels: summary(result[labels]) for labels in ("fer2013", "ferplus")}
+            card[key]["wild"] = summary(result["wild"])
+            print(f"{key} {split}: " + ", ".join(f"{labels} acc {card[key][split][labels]['accuracy']:.4f} balanced "
+                                                 f"{card[key][split][labels]['balanced_accuracy']:.4f}"
+                                                 for labels in ("fer2013", "ferplus"))
+                  + f" | wild balanced {card[key]['wild']['balanced_accuracy']:.4f}", flush=True)
     predictor = EmotionPredictor(args.model, device="cpu", backend="torch")
     pixels, _ = arrays.split("PublicTest")
     r = robustness(predictor, pixels, split_labels(arrays, "PublicTest", len(predictor.class_names)))

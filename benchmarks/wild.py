@@ -26,7 +26,7 @@ import torch
 from common import machine
 
 from ferkit.data import load_fer2013, map_labels, split_labels
-from ferkit.evaluation import classification_metrics
+from ferkit.evaluation import classification_metrics, trust_metrics
 from ferkit.folders import evaluate_folder
 from ferkit.infer.predictor import EmotionPredictor
 
@@ -38,20 +38,25 @@ def training_log_prior(arrays, model) -> torch.Tensor:
     return torch.from_numpy(np.log(counts / counts.sum())).float()
 
 
+SCORES = ("accuracy", "balanced_accuracy", "num_samples", "confusion_matrix", "per_class", "calibration",
+          "risk_coverage")
+
+
 def score(predictor: EmotionPredictor, arrays, split: str, folder: str) -> dict:
+    """What the rule reads (and the model card quotes) for one split and the crop folder."""
     pixels, _ = arrays.split(split)
-    predicted = predictor.predict_crops(list(pixels)).argmax(1)
+    probabilities = predictor.predict_crops(list(pixels))
+    predicted = probabilities.argmax(1)
     k = len(predictor.class_names)
     out = {}
     for labels in ("fer2013", "ferplus"):
         y = split_labels(arrays, split, k, labels)
         kept = y >= 0
-        m = classification_metrics(y[kept], predicted[kept], predictor.class_names)
-        out[labels] = {"accuracy": m["accuracy"], "balanced_accuracy": m["balanced_accuracy"],
-                       "num_samples": m["num_samples"], "confusion_matrix": m["confusion_matrix"]}
+        m = {**classification_metrics(y[kept], predicted[kept], predictor.class_names),
+             **trust_metrics(probabilities[kept], y[kept])}
+        out[labels] = {key: m[key] for key in SCORES}
     w = evaluate_folder(predictor, folder, cropped=True)
-    out["wild"] = {"accuracy": w["accuracy"], "balanced_accuracy": w["balanced_accuracy"],
-                   "num_samples": w["num_samples"], "confusion_matrix": w["confusion_matrix"]}
+    out["wild"] = {key: w[key] for key in SCORES}
     out["rule_mean"] = (out["wild"]["balanced_accuracy"] + out["ferplus"]["accuracy"]) / 2
     return out
 

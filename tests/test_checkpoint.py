@@ -117,3 +117,14 @@ def test_interrupted_save_keeps_the_old_file(tmp_path, random_checkpoint):
         save_atomic({"x": Boom()}, path)
     assert load_checkpoint(path)["epoch"] == 0
     assert [p.name for p in tmp_path.iterdir()] == ["keep.pth"]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_weights_with_nan_or_inf_are_refused(tmp_path, bad):
+    model = create_model(4)
+    with torch.no_grad():
+        model.fc.bias[2] = bad
+    path = tmp_path / "broken.pth"
+    save_atomic(make_checkpoint(model, epoch=0, val_accuracy=0.0, config={}), path)
+    with pytest.raises(CheckpointError, match=r"NaN or infinite values \(fc.bias\)"):
+        load_checkpoint(path)

@@ -124,6 +124,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     state = obj["model_state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: 'model_state_dict' is not a dict of tensors")
+    broken = next((name for name, t in state.items() if t.is_floating_point() and not torch.isfinite(t).all()), None)
+    if broken is not None:
+        raise CheckpointError(f"{path}: weights hold NaN or infinite values ({broken}); the file is damaged")
     cfg = obj.get("model_config") or _infer_model_config(path, state)
     if cfg.get("arch", "resnet18") != "resnet18":
         raise CheckpointError(f"{path}: architecture {cfg.get('arch')!r}, ferkit runs 'resnet18'")

@@ -108,3 +108,31 @@ def test_video_with_no_faces_and_a_stop(tmp_path, random_checkpoint):
                            progress=False)
     assert result.frames == 4 and result.timeline == {}
     assert (tmp_path / "t.csv").read_text().startswith("frame,time,track") and (tmp_path / "p.png").is_file()
+
+
+def test_outputs_never_overwrite_inputs(photo_tree, tmp_path, random_checkpoint, capsys):
+    model = ["--model", str(random_checkpoint)]
+    before = (photo_tree / "face.png").read_bytes()
+    assert main(["predict", str(photo_tree), "--annotate", str(photo_tree), *model]) == 2
+    assert "the output would overwrite an input" in capsys.readouterr().err
+    assert main(["predict", str(photo_tree / "face.png"), "--output", str(photo_tree / "face.png"), *model]) == 2
+    assert main(["image", str(photo_tree / "face.png"), "--out", str(photo_tree / "face.png"), *model]) == 2
+    assert (photo_tree / "face.png").read_bytes() == before
+    clip = _write_video(tmp_path / "in.avi", [cv2.imread(str(photo_tree / "face.png"))] * 3)
+    for flag in ("--out", "--csv", "--plot"):
+        size = clip.stat().st_size
+        assert main(["video", str(clip), flag, str(clip), *model]) == 2
+        assert clip.stat().st_size == size and "would overwrite an input" in capsys.readouterr().err
+
+
+def test_same_named_images_from_two_folders_keep_an_output_each(tmp_path, face_image, random_checkpoint):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        cv2.imwrite(str(tmp_path / folder / "x.jpg"), face_image)
+    out = tmp_path / "out"
+    assert main(["image", str(tmp_path / "a" / "x.jpg"), str(tmp_path / "b" / "x.jpg"), "--out", str(out),
+                 "--model", str(random_checkpoint)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["x_annotated-2.jpg", "x_annotated.jpg"]
+    assert main(["predict", str(tmp_path / "a"), str(tmp_path / "b"), "--annotate", str(tmp_path / "ann"),
+                 "--output", str(tmp_path / "f.csv"), "--model", str(random_checkpoint)]) == 0
+    assert sorted(p.name for p in (tmp_path / "ann").iterdir()) == ["x-2.jpg", "x.jpg"]

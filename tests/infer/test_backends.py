@@ -83,6 +83,12 @@ def test_bad_onnx_files(tmp_path, random_checkpoint):
         EmotionPredictor(random_checkpoint, backend="tensorrt")
 
 
+def test_onnx_with_another_class_count_is_refused(onnx_model):
+    seven = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+    with pytest.raises(CheckpointError, match="not one score for each of the 7 classes"):
+        OnnxClassifier(onnx_model, class_names=seven)
+
+
 def test_evaluate_an_onnx_export(onnx_model, fer_csv):
     from ferkit.evaluation import evaluate_checkpoint
 

@@ -107,3 +107,49 @@ def test_module_entry_point(fer_csv, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "PrivateTest" in result.stdout and (out / "metrics.json").is_file()
     assert json.loads((out / "metrics.json").read_text())["config"]["batch_size"] == 32
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--step-size", "0"], "--step-size must be at least 1, got 0"),
+    (["--label-smoothing", "2"], "--label-smoothing must be between 0 and 1, got 2.0"),
+    (["--eval-batch-size", "0"], "--eval-batch-size must be at least 1, got 0"),
+    (["--lr", "0"], "--lr must be above 0"),
+    (["--ema", "1"], "--ema must be between 0 and 0.9999"),
+])
+def test_bad_flags_are_refused_before_any_work(tmp_path, capsys, flags, message):
+    """Checked before the data is even read: the missing file is not what the error names."""
+    missing = tmp_path / "not_there.csv"
+    assert cli_main(["train", "--data", str(missing), "--out", str(tmp_path / "o"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "not_there" not in err and not (tmp_path / "o").exists()
+
+
+def test_a_run_is_never_silently_replaced(fer_csv, tmp_path, capsys):
+    _run(fer_csv, tmp_path / "run", epochs=1)
+    before = (tmp_path / "run" / BEST_CHECKPOINT).read_bytes()
+    argv = ["train", "--data", str(fer_csv), "--out", str(tmp_path / "run"), "--epochs", "1", "--device", "cpu"]
+    assert cli_main([*argv, "--classes", "7"]) == 2
+    assert "holds another run (fer_resnet18_best.pth)" in capsys.readouterr().err
+    assert (tmp_path / "run" / BEST_CHECKPOINT).read_bytes() == before
+    assert cli_main([*argv, "--classes", "7", "--overwrite"]) == 0
+    assert load_checkpoint(tmp_path / "run" / BEST_CHECKPOINT)["class_names"][1] == "disgust"
+    (tmp_path / "file").write_text("x")
+    assert cli_main([*argv[:3], str(tmp_path / "file"), *argv[5:]]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_resume_says_which_flags_it_ignores(fer_csv, tmp_path, capsys):
+    _run(fer_csv, tmp_path / "run", epochs=1)
+    argv = ["train", "--data", str(fer_csv), "--out", str(tmp_path / "run"), "--device", "cpu", "--resume"]
+    assert cli_main([*argv, "--epochs", "1", "--lr", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "these flags are ignored: --lr 0.5 (keeps 0.001)" in out and "--epochs" not in out.split("ignored")[1]
+
+
+def test_splits_without_rows_are_refused_before_an_epoch(tmp_path, capsys):
+    from conftest import synthetic_rows, write_csv
+
+    data = write_csv(tmp_path / "no_public.csv", synthetic_rows({"Training": 16, "PrivateTest": 8}))
+    assert cli_main(["train", "--data", str(data), "--out", str(tmp_path / "o"), "--device", "cpu"]) == 2
+    assert "no PublicTest rows" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "last.pth").exists()

@@ -37,6 +37,30 @@ def find_images(paths: Sequence[str | Path]) -> Iterator[tuple[Path, Path]]:
             yield given, Path(given.name)
 
 
+def refuse_overwriting(inputs: Sequence[str | Path], outputs: Sequence[str | Path | None]) -> None:
+    """A ``ValueError`` naming the first output that is one of the inputs (or the same file by another
+    path), raised before any work: ferkit never writes over what it reads."""
+    given = {Path(p).resolve() for p in inputs}
+    for out in outputs:
+        if out is not None and Path(out).resolve() in given:
+            raise ValueError(f"{out}: the output would overwrite an input; choose another path")
+
+
+def distinct(paths: Sequence[Path]) -> list[Path]:
+    """``paths`` with later repeats renamed ``name-2.jpg``, ``name-3.jpg``...: images of the same name
+    from different folders keep an output each."""
+    seen: set[Path] = set()
+    out = []
+    for path in paths:
+        candidate, n = path, 1
+        while candidate in seen:
+            n += 1
+            candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+        seen.add(candidate)
+        out.append(candidate)
+    return out
+
+
 def read_images(paths: Sequence[str | Path], skipped: list[str], progress: bool = False
                 ) -> Iterator[tuple[Path, Path, np.ndarray]]:
     """``(path, name, image)`` for every readable image of :func:`find_images`; each unreadable or

@@ -22,7 +22,7 @@ from typing import TextIO
 import cv2
 import numpy as np
 
-from ferkit.apps.media import annotate, describe, example_images, read_images
+from ferkit.apps.media import annotate, describe, distinct, example_images, find_images, read_images, refuse_overwriting
 from ferkit.defaults import OUTPUT_FORMATS
 from ferkit.infer.explain import draw_explanations
 from ferkit.infer.pipeline import FacePipeline
@@ -57,20 +57,24 @@ def predict_paths(paths: Sequence[str | Path], pipeline: FacePipeline, output: s
     copies in ``annotate_dir`` if given; ``progress``: a bar on standard error. Returns the exit
     status: 1 if anything was skipped."""
     fmt = fmt or ("jsonl" if output and Path(output).suffix in (".jsonl", ".json") else "csv")
+    found = list(find_images(paths))
+    names = dict(zip((p for p, _ in found), distinct([n for _, n in found]), strict=True))
+    targets = {p: Path(annotate_dir) / n for p, n in names.items()} if annotate_dir else {}
+    refuse_overwriting(list(names), [output, *targets.values()])
     images = faces_found = failures = 0
     skipped: list[str] = []
     if output:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
     with open(output, "w", newline="") if output else nullcontext(sys.stdout) as stream:
         writer = FaceWriter(stream, fmt, pipeline.class_names)
-        for path, name, image in read_images(paths, skipped, progress):
+        for path, _, image in read_images(paths, skipped, progress):
             faces = pipeline.process_image(image)
             writer.write(str(path), faces)
             images, faces_found = images + 1, faces_found + len(faces)
             if not faces:
                 print(f"{path}: no face found", file=sys.stderr)
             if annotate_dir:
-                target = Path(annotate_dir) / name
+                target = targets[path]
                 target.parent.mkdir(parents=True, exist_ok=True)
                 if not cv2.imwrite(str(target), annotate(image, faces)):
                     print(f"error: could not write {target}", file=sys.stderr)
@@ -92,6 +96,12 @@ def show_images(paths: Sequence[str | Path], pipeline: FacePipeline, out: str | 
     paths = [Path(p) for p in paths] or example_images()
     failures: list[str] = []
     kind = "explained" if explain else "annotated"
+    found = [p for p, _ in find_images(paths)]
+    if out and len(paths) == 1 and not paths[0].is_dir() and Path(out).suffix:
+        targets = {paths[0]: Path(out)}
+    else:
+        targets = dict(zip(found, distinct([Path(out or kind) / f"{p.stem}_{kind}.jpg" for p in found]), strict=True))
+    refuse_overwriting(found, list(targets.values()))
     for path, _, image in read_images(paths, failures):
         if explain:
             explanations = pipeline.predictor.explain(image, explain, detector=pipeline.detector)
@@ -108,10 +118,7 @@ def show_images(paths: Sequence[str | Path], pipeline: FacePipeline, out: str | 
                 y, x = (np.array(np.unravel_index(int(e.heatmap.argmax()), e.heatmap.shape)) + 0.5) * e.crop[2] / 48
                 print(f"  face {e.face.track_id}: {e.method} map strongest at x={e.crop[0] + x:.0f}, "
                       f"y={e.crop[1] + y:.0f}")
-        if out and len(paths) == 1 and not paths[0].is_dir() and Path(out).suffix:
-            target = Path(out)
-        else:
-            target = Path(out or kind) / f"{path.stem}_{kind}.jpg"
+        target = targets[path]
         target.parent.mkdir(parents=True, exist_ok=True)
         if not cv2.imwrite(str(target), drawn):
             print(f"error: could not write {target}", file=sys.stderr)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ferkit.apps.media import FpsMeter, annotate, open_video, video_writer
+from ferkit.apps.media import FpsMeter, annotate, open_video, refuse_overwriting, video_writer
 from ferkit.infer.pipeline import FacePipeline
 
 MAX_PLOTTED_TRACKS = 6
@@ -45,6 +45,7 @@ def process_video(
 ) -> VideoResult:
     """Run ``pipeline`` over every frame of ``source``; write the annotated video, the timeline CSV
     and the plot where asked. Raises ``ValueError`` for a video that cannot be read or has no frames."""
+    refuse_overwriting([source], [out, timeline_csv, plot])
     capture, fps, total = open_video(str(source))
     result = VideoResult()
     writer = table = None

@@ -133,6 +133,10 @@ class OnnxClassifier(Classifier):
         if not names:
             raise CheckpointError(f"{path}: no class names in its metadata (export it with `ferkit export --onnx`)")
         self.class_names = tuple(names)
+        outputs = self.session.get_outputs()[0].shape
+        if len(outputs) != 2 or (isinstance(outputs[1], int) and outputs[1] != len(names)):
+            raise CheckpointError(f"{path}: the model outputs shape {outputs}, not one score for each of the "
+                                  f"{len(names)} classes {list(names)}")
         try:
             self.temperature = float(meta.get("temperature", 1.0))
         except ValueError:

@@ -14,9 +14,11 @@ from typing import Any
 from ferkit.defaults import LABEL_SETS, PRECISIONS, STEMS, TTA_MODES
 
 
-def knob(default: Any, help: str, choices: tuple | None = None, run: bool = False) -> Any:
-    """A :class:`TrainConfig` field with its help text, allowed values and kind."""
-    return field(default=default, metadata={"help": help, "choices": choices, "run": run})
+def knob(default: Any, help: str, choices: tuple | None = None, run: bool = False,
+         bounds: tuple[float | None, float | None] | None = None) -> Any:
+    """A :class:`TrainConfig` field with its help text, allowed values (``choices``, or inclusive
+    ``bounds``: (low, high), None for no limit) and kind."""
+    return field(default=default, metadata={"help": help, "choices": choices, "run": run, "bounds": bounds})
 
 
 @dataclass
@@ -28,13 +30,15 @@ class TrainConfig:
     data: str = knob("data/fer2013.csv", "fer2013.csv, fer2013.csv.gz or .npz", run=True)
     out: str = knob("models", "folder for checkpoints, logs and reports", run=True)
     device: str = knob("auto", "auto (CUDA if available), cpu, cuda, cuda:1...", run=True)
-    workers: int = knob(0, "DataLoader worker processes (--pipeline dataloader only)", run=True)
+    workers: int = knob(0, "DataLoader worker processes (--pipeline dataloader only)", run=True, bounds=(0, None))
     pipeline: str = knob("tensor", "tensor: batches made and augmented on the device; dataloader: the classic "
                          "per-sample Dataset + DataLoader", ("tensor", "dataloader"), run=True)
     compile: bool = knob(False, "torch.compile the model", run=True)
     resume: bool = knob(False, "continue from <out>/last.pth (its recipe wins over the flags)", run=True)
+    overwrite: bool = knob(False, "replace the run already in --out (without it, or --resume, an --out holding a "
+                           "run is refused)", run=True)
     skip_bad_rows: bool = knob(False, "drop malformed CSV rows instead of stopping", run=True)
-    eval_batch_size: int = knob(512, "batch size of validation and test scoring", run=True)
+    eval_batch_size: int = knob(512, "batch size of validation and test scoring", run=True, bounds=(1, None))
     # the recipe
     recipe: str = knob("seed", "named recipe whose values the other flags override")
     seed: int = knob(0, "random seed of initialization, order and augmentation")
@@ -46,37 +50,39 @@ class TrainConfig:
     stem: str = knob("imagenet", "network stem: imagenet (7x7 stride 2 + max-pool) or cifar (3x3, full 48x48)",
                      STEMS)
     zero_init_residual: bool = knob(False, "each residual block's last batch-norm scale starts at 0")
-    epochs: int = knob(20, "passes over the training split")
-    batch_size: int = knob(64, "images per step, over all processes under torchrun")
+    epochs: int = knob(20, "passes over the training split", bounds=(1, None))
+    batch_size: int = knob(64, "images per step, over all processes under torchrun", bounds=(2, None))
     optimizer: str = knob("adam", "adam, adamw or sgd (Nesterov momentum)", ("adam", "adamw", "sgd"))
     lr: float = knob(1e-3, "learning rate (the peak of onecycle and cosine)")
-    momentum: float = knob(0.9, "SGD momentum")
-    weight_decay: float = knob(0.0, "weight decay")
+    momentum: float = knob(0.9, "SGD momentum", bounds=(0, 1))
+    weight_decay: float = knob(0.0, "weight decay", bounds=(0, None))
     schedule: str = knob("step", "learning-rate schedule: step (per epoch), cosine, onecycle or constant (per step)",
                          ("step", "cosine", "onecycle", "constant"))
-    step_size: int = knob(7, "epochs between the step schedule's decays")
-    gamma: float = knob(0.1, "the step schedule's decay factor")
-    warmup_epochs: float = knob(0.0, "linear warm-up (cosine, constant) or the rise of onecycle, in epochs")
+    step_size: int = knob(7, "epochs between the step schedule's decays", bounds=(1, None))
+    gamma: float = knob(0.1, "the step schedule's decay factor", bounds=(0, None))
+    warmup_epochs: float = knob(0.0, "linear warm-up (cosine, constant) or the rise of onecycle, in epochs",
+                                bounds=(0, None))
     loss: str = knob("ce", "ce (cross-entropy) or focal", ("ce", "focal"))
-    focal_gamma: float = knob(2.0, "the focal loss's exponent")
-    label_smoothing: float = knob(0.0, "share of each target moved to the smoothing prior")
+    focal_gamma: float = knob(2.0, "the focal loss's exponent", bounds=(0, None))
+    label_smoothing: float = knob(0.0, "share of each target moved to the smoothing prior", bounds=(0, 1))
     smoothing_prior: str = knob("uniform", "what label smoothing moves toward: uniform, or ferplus (each image's "
                                 "FER+ vote shares: --label-smoothing 0.5 mixes FER2013 and FER+ half and half)",
                                 ("uniform", "ferplus"))
     class_weights: bool = knob(False, "weight the loss by inverse class frequency")
     sampler: str = knob("shuffle", "shuffle, or balanced (classes drawn equally often)", ("shuffle", "balanced"))
-    flip: float = knob(0.5, "probability of a horizontal flip")
-    rotation: float = knob(10.0, "largest rotation, in degrees")
-    min_crop: float = knob(0.9, "smallest share of the image's area a random crop keeps")
-    shift: float = knob(0.0, "largest extra shift, as a share of the image's side")
+    flip: float = knob(0.5, "probability of a horizontal flip", bounds=(0, 1))
+    rotation: float = knob(10.0, "largest rotation, in degrees", bounds=(0, 180))
+    min_crop: float = knob(0.9, "smallest share of the image's area a random crop keeps", bounds=(0.05, 1))
+    shift: float = knob(0.0, "largest extra shift, as a share of the image's side", bounds=(0, 0.5))
     photometric: float = knob(0.0, "probability of each photometric effect (brightness, contrast, gamma, blur, "
-                              "low resolution, noise)")
-    erasing: float = knob(0.0, "random-erasing probability")
-    mixup: float = knob(0.0, "mixup alpha (0: off)")
-    cutmix: float = knob(0.0, "cutmix alpha (0: off)")
+                              "low resolution, noise)", bounds=(0, 1))
+    erasing: float = knob(0.0, "random-erasing probability", bounds=(0, 1))
+    mixup: float = knob(0.0, "mixup alpha (0: off)", bounds=(0, None))
+    cutmix: float = knob(0.0, "cutmix alpha (0: off)", bounds=(0, None))
     ema: float = knob(0.0, "per-step decay of an average of the weights that validation and checkpoints use "
-                      "(0: off)")
-    early_stopping: int = knob(0, "stop after this many epochs without a better PublicTest accuracy (0: off)")
+                      "(0: off)", bounds=(0, 0.9999))
+    early_stopping: int = knob(0, "stop after this many epochs without a better PublicTest accuracy (0: off)",
+                               bounds=(0, None))
     tta: str = knob("none", "test-time views scoring the chosen checkpoint", TTA_MODES)
     val_tta: str = knob("", "test-time views of the per-epoch PublicTest scoring that chooses the checkpoint "
                         "('': as --tta)", ("", *TTA_MODES))
@@ -128,8 +134,13 @@ def check_config(cfg: TrainConfig) -> None:
         allowed = f.metadata["choices"] or (tuple(RECIPES) if f.name == "recipe" else None)
         if allowed is not None and getattr(cfg, f.name) not in allowed:
             raise ValueError(f"--{f.name.replace('_', '-')} must be one of {allowed}, got {getattr(cfg, f.name)!r}")
-    if cfg.epochs < 1 or cfg.batch_size < 2 or cfg.lr <= 0:
-        raise ValueError("--epochs must be >= 1, --batch-size >= 2 and --lr > 0")
+        low, high = f.metadata["bounds"] or (None, None)
+        value = getattr(cfg, f.name)
+        if (low is not None and not value >= low) or (high is not None and not value <= high):
+            limits = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise ValueError(f"--{f.name.replace('_', '-')} must be {limits}, got {value!r}")
+    if not cfg.lr > 0:
+        raise ValueError(f"--lr must be above 0, got {cfg.lr!r}")
     if cfg.pipeline == "dataloader" and (cfg.sampler != "shuffle" or cfg.erasing or cfg.mixup or cfg.cutmix
                                          or cfg.photometric or cfg.smoothing_prior != "uniform"):
         raise ValueError("--pipeline dataloader runs the geometric augmentation and hard labels only; "

@@ -154,6 +154,13 @@ def train(cfg: TrainConfig, arrays: Fer2013Arrays | None = None) -> dict[str, An
     """
     out = Path(cfg.out)
     last_path = out / LAST_CHECKPOINT
+    check_config(cfg)
+    if out.is_file():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    held = [p.name for p in (last_path, out / BEST_CHECKPOINT) if p.is_file()]
+    if held and not (cfg.resume or cfg.overwrite):
+        raise ValueError(f"--out {out} holds another run ({', '.join(held)}): pass --resume to continue it or "
+                         "--overwrite to replace it, or choose another folder")
     resumed = load_checkpoint(last_path) if cfg.resume and last_path.is_file() else None
     if cfg.resume and resumed is None:
         print(f"--resume: no {last_path} yet, starting from scratch")
@@ -161,7 +168,13 @@ def train(cfg: TrainConfig, arrays: Fer2013Arrays | None = None) -> dict[str, An
         # (a field newer than the run takes its seed default: the behaviour before the field existed)
         defaults = {k: v for k, v in dataclasses.asdict(TrainConfig()).items() if k not in RUN_FIELDS}
         saved = {k: v for k, v in resumed["config"].items() if k not in RUN_FIELDS}
-        cfg = dataclasses.replace(cfg, **{**defaults, **saved})
+        kept = {**defaults, **saved}
+        ignored = [f"--{k.replace('_', '-')} {getattr(cfg, k)!r} (keeps {v!r})" for k, v in kept.items()
+                   if getattr(cfg, k) != v]
+        if ignored:
+            print(f"--resume continues the run in {out} as it was configured, so these flags are ignored: "
+                  + ", ".join(ignored))
+        cfg = dataclasses.replace(cfg, **kept)
     check_config(cfg)
     ddp, device = setup_distributed(resolve_device(cfg.device))
     # the checkpoint records the precision that ran, not "auto", so scoring it later repeats it
@@ -177,6 +190,10 @@ def train(cfg: TrainConfig, arrays: Fer2013Arrays | None = None) -> dict[str, An
     x_train, y_train = split_tensors(arrays, "Training", cfg.label_classes, device)
     train_targets = training_targets(arrays, y_train, cfg)
     x_val, y_val = split_tensors(arrays, "PublicTest", cfg.classes, device, cfg.labels)
+    for split, rows in (("Training", len(y_train)), ("PublicTest", len(y_val))):
+        if rows == 0:
+            raise ValueError(f"{cfg.data}: no {split} rows{' with a FER+ majority' if split != 'Training' else ''}; "
+                             "training needs Training rows to fit and PublicTest rows to choose the checkpoint")
     per_rank = cfg.batch_size // ddp.world
     steps_per_epoch = (len(y_train) // cfg.batch_size if ddp.world > 1 else math.ceil(len(y_train) / cfg.batch_size))
     parts = build_training(cfg, device, y_train, steps_per_epoch)
