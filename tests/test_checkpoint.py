@@ -70,9 +70,11 @@ def test_pickle_needing_code_execution_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth"
     torch.save({"model_state_dict": {}, "payload": _Payload(str(marker))}, path)
-    with pytest.raises(CheckpointError, match="refused"):
+    with pytest.raises(CheckpointError, match="refused") as refused:
         load_checkpoint(path)
     assert not marker.exists()
+    assert "weights_only" not in str(refused.value)  # never torch's advice to unpickle it anyway
+    assert "Unsupported global" in str(refused.value)  # but its diagnosis
     plain = tmp_path / "evil.pkl"
     plain.write_bytes(pickle.dumps(_Payload(str(marker))))
     with pytest.raises(CheckpointError):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0][:200]
+        # torch's message suggests retrying with weights_only=False: exactly what must not be done here
+        # with a file of unknown origin, so only its diagnosis is kept
+        found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\s+Please use|\n\n|$)", str(e), re.S)
+        first = " ".join(found.group(1).split())[:200] if found else "objects other than tensors and plain values"
         raise CheckpointError(
             f"{path}: refused: the file holds objects that only a full unpickle (code execution) could "
             f"load, and ferkit loads weights only ({first})"
