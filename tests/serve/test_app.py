@@ -1,5 +1,6 @@
 """The web service through FastAPI's TestClient: every endpoint, every error, and a schema-driven fuzz run."""
 
+import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 
@@ -13,6 +14,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
 
+from ferkit.infer.backends import MODELS  # noqa: E402
 from ferkit.serve.app import WEB_DIR, create_app  # noqa: E402
 from ferkit.serve.config import ServiceConfig  # noqa: E402
 
@@ -45,10 +47,15 @@ def test_health_and_model(client):
     assert model["fer2013_mapping"]["disgust"] == "angry" and model["fer2013_mapping"]["surprise"] == "neutral"
 
 
-def test_bundled_model_reports_its_accuracy():
-    model = TestClient(create_app(ServiceConfig(device="cpu"))).get("/v1/model").json()
-    assert model["name"] == "fer_resnet18_cpu"
+def test_bundled_model_reports_its_accuracy_and_card():
+    client = TestClient(create_app(ServiceConfig(device="cpu")))
+    model = client.get("/v1/model").json()
+    assert model["name"] == json.loads(MODELS["fast"].card.read_text())["name"]
     assert 0.6 < model["accuracy"]["onnxruntime_int8"]["PrivateTest"] < 0.8
+    assert model["temperature"] > 0 and model["min_confidence"] == 0
+    card = client.get(model["model_card"])
+    assert card.status_code == 200 and card.headers["content-type"].startswith("text/markdown")
+    assert "Intended use" in card.text and "Not for decisions about people" in card.text
 
 
 def test_predict_one_face(client, face_jpeg):
@@ -124,7 +131,10 @@ def test_page_is_self_contained(client):
         assert client.get(asset).status_code == 200, asset
     for path in WEB_DIR.iterdir():  # no CDN, no web font: nothing outside the service
         assert not re.search(r"https?://", path.read_text()), path.name
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assets = re.findall(r'(?:src|href)="([^"]+)"', docs.text)
+    assert docs.status_code == 200 and "swagger-ui-bundle.js" in docs.text and not re.search(r"https?://", docs.text)
+    assert assets and all(client.get(a).status_code == 200 for a in assets)  # Swagger UI from the service itself
 
 
 # The schema is built at import (schemathesis's fixture loader does not work with this pytest), on the

@@ -77,3 +77,28 @@ def test_live_webcam_and_upload(server_url, face_image, tmp_path):
             assert width == 640 and errors == []
         finally:
             browser.close()
+
+
+def test_api_docs_work_offline(server_url):
+    """Every request that leaves the service is cut: the docs must still list the operations."""
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = browser.new_page()
+            outside = []
+
+            def only_the_service(route):
+                if route.request.url.startswith(server_url):
+                    route.continue_()
+                else:
+                    outside.append(route.request.url)
+                    route.abort()
+
+            page.route("**/*", only_the_service)
+            page.goto(f"{server_url}/docs")
+            page.wait_for_selector(".opblock", timeout=30_000)
+            operations = page.locator(".opblock-summary-path").all_inner_texts()
+            assert {"/v1/predict", "/v1/predict/batch", "/v1/health", "/v1/model"} <= set(operations)
+            assert outside == []
+        finally:
+            browser.close()

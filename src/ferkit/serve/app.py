@@ -21,6 +21,7 @@ from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 
 from ferkit.serve.config import ServiceConfig
@@ -97,8 +98,10 @@ def create_app(config: ServiceConfig | None = None, processes: int = 0) -> FastA
         if workers is not None:
             workers.shutdown(cancel_futures=True)
 
-    app = FastAPI(title="ferkit", version="1", lifespan=lifespan, description="Facial emotion recognition: faces, "
-                  "boxes and the probabilities of each emotion. Errors are JSON: {\"detail\": \"what is wrong\"}.")
+    # FastAPIOffline: FastAPI whose /docs and /redoc serve Swagger UI and ReDoc from files in its wheel, not a CDN
+    app = FastAPIOffline(title="ferkit", version="1", lifespan=lifespan,
+                         description="Facial emotion recognition: faces, boxes and the probabilities of each "
+                         "emotion. Errors are JSON: {\"detail\": \"what is wrong\"}.")
 
     errors = {code: {"model": Error} for code in (400, 413, 415)}
 
