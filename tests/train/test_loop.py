@@ -57,8 +57,9 @@ def test_checkpoint_chosen_with_val_tta_and_scored_with_tta(fer_csv, tmp_path, m
 
     monkeypatch.setattr(train_module, "predict_logits", spy)
     record = train(_cfg(fer_csv, tmp_path / "run", epochs=2, tta="tencrop", val_tta="flip"))
-    # two epochs chosen between with flip; the chosen checkpoint scored on PublicTest and PrivateTest with ten-crop
-    assert scored_with == ["flip", "flip", "tencrop", "tencrop"]
+    # two epochs chosen between with flip; the chosen checkpoint calibrated on PublicTest with one view, as
+    # EmotionPredictor runs it, then scored on PublicTest and PrivateTest with ten-crop
+    assert scored_with == ["flip", "flip", "none", "tencrop", "tencrop"]
     public = evaluate_checkpoint(tmp_path / "run" / BEST_CHECKPOINT, fer_csv, split="PublicTest", device="cpu")
     assert public["tta"] == "tencrop" and record["tta"] == "tencrop"
     assert record["public_test_accuracy"] == public["accuracy"]

@@ -43,8 +43,7 @@ class BundledModel:
 
 # The models EmotionPredictor(model=NAME) and --model NAME find; the first is the default.
 MODELS = {m.name: m for m in (
-    BundledModel("fast", WEIGHTS_DIR / "fer_resnet18_cpu_fp16.pt", WEIGHTS_DIR / "fer_resnet18_cpu_int8.onnx",
-                 WEIGHTS_DIR / "fer_resnet18_cpu.json"),
+    BundledModel("fast", WEIGHTS_DIR / "fast_fp16.pt", WEIGHTS_DIR / "fast_int8.onnx", WEIGHTS_DIR / "fast.json"),
 )}
 DEFAULT_MODEL = "fast"
 NOT_YET_SHIPPED = ("fast7", "accurate")

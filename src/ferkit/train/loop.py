@@ -290,7 +290,7 @@ def train(cfg: TrainConfig, arrays: Fer2013Arrays | None = None) -> dict[str, An
         best = model_from_checkpoint(best_ckpt, out / BEST_CHECKPOINT).to(device)
         # Calibrate: the temperature that makes its PublicTest probabilities honest, fitted on the
         # logits EmotionPredictor computes (fp32, no test-time views) and stored in the checkpoint.
-        val_logits = predict_logits(best, x_val, cfg.eval_batch_size, device)
+        val_logits = predict_logits(best, x_val, cfg.eval_batch_size, device, "none", False)
         best_ckpt["temperature"] = fit_temperature(val_logits.numpy(), y_val.cpu().numpy())
         save_atomic(best_ckpt, out / BEST_CHECKPOINT)
         log(f"temperature {best_ckpt['temperature']:g} (fitted on PublicTest) stored in {BEST_CHECKPOINT}")
