@@ -280,6 +280,11 @@ def serve_parser(p: argparse.ArgumentParser) -> None:
                    help=f"most images in one batch request (default: {SERVICE.max_batch})")
     p.add_argument("--max-pixels", type=int, default=SERVICE.max_pixels,
                    help=f"largest image, in pixels (default: {SERVICE.max_pixels:,})")
+    p.add_argument("--allowed-hosts", nargs="+", default=list(SERVICE.allowed_hosts), metavar="NAME",
+                   help="host names requests may be addressed to ('*': any; default: loopback names, and --host "
+                        "when it names one address)")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="a web origin (https://app.example) whose pages may call the API; repeatable (default: none)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="processes analysing images side by side, each with its own model (default: one per core)")
 
@@ -291,8 +296,12 @@ def serve_run(args: argparse.Namespace) -> int:
         from ferkit.serve.app import create_app
     except ImportError as e:
         raise ImportError(f"ferkit serve needs the serve extra ({e}): pip install 'ferkit[serve]'") from None
+    hosts = list(args.allowed_hosts)
+    if args.host not in ("0.0.0.0", "::", "") and args.host not in hosts:
+        hosts.append(args.host)
     config = ServiceConfig(model=args.model, device=args.device, backend=args.backend,
                            min_confidence=args.min_confidence, detector=args.detector,
+                           allowed_hosts=tuple(hosts), cors_origins=tuple(args.cors_origin),
                            max_side=args.max_side, max_upload_bytes=int(args.max_upload_mb * 2**20),
                            max_batch=args.max_batch, max_pixels=args.max_pixels)
     app = create_app(config, processes=args.workers)

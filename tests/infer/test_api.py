@@ -78,7 +78,7 @@ def test_every_entry_point_gives_the_same_faces(bundled, tmp_path, capsys):
     from ferkit.serve.app import create_app
     from ferkit.serve.config import ServiceConfig
 
-    client = TestClient(create_app(ServiceConfig(device="cpu")))
+    client = TestClient(create_app(ServiceConfig(device="cpu")), base_url="http://127.0.0.1")
     response = client.post("/v1/predict", files={"file": ("photo.jpg", PHOTO.read_bytes(), "image/jpeg")})
     assert response.status_code == 200
     served = response.json()["faces"]

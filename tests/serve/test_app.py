@@ -19,6 +19,7 @@ from ferkit.serve.app import WEB_DIR, create_app  # noqa: E402
 from ferkit.serve.config import ServiceConfig  # noqa: E402
 
 LIMITS = {"max_upload_bytes": 2_000_000, "max_batch": 3, "max_pixels": 2_000_000}
+LOCAL = "http://127.0.0.1"  # a loopback name: the service refuses others
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def app(random_checkpoint):
 
 @pytest.fixture(scope="module")
 def client(app):
-    return TestClient(app)
+    return TestClient(app, base_url=LOCAL)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def test_health_and_model(client):
 
 
 def test_bundled_model_reports_its_accuracy_and_card():
-    client = TestClient(create_app(ServiceConfig(device="cpu")))
+    client = TestClient(create_app(ServiceConfig(device="cpu")), base_url=LOCAL)
     model = client.get("/v1/model").json()
     assert model["name"] == json.loads(MODELS["fast"].card.read_text())["name"]
     assert 0.6 < model["accuracy"]["onnxruntime_int8"]["PrivateTest"] < 0.8
@@ -139,7 +140,8 @@ def test_page_is_self_contained(client):
 
 # The schema is built at import (schemathesis's fixture loader does not work with this pytest), on the
 # bundled model: a fuzzed request must get a 2xx or a 4xx, never a 5xx.
-api_schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(ServiceConfig(device="cpu", **LIMITS)))
+api_schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(ServiceConfig(
+    device="cpu", allowed_hosts=("testserver",), **LIMITS)))  # the name schemathesis's ASGI client sends
 
 
 @api_schema.parametrize()
@@ -150,9 +152,31 @@ def test_fuzz_never_a_server_error(case):
 
 def test_worker_processes(random_checkpoint, face_jpeg):
     app = create_app(ServiceConfig(model=str(random_checkpoint), device="cpu", **LIMITS), processes=2)
-    with TestClient(app) as client:  # the context runs the app's lifespan: workers stop at the end
+    with TestClient(app, base_url=LOCAL) as client:  # the context runs the app's lifespan: workers stop at the end
         with ThreadPoolExecutor(4) as pool:
             responses = list(pool.map(lambda _: _post(client, face_jpeg), range(8)))
         assert [len(r.json()["faces"]) for r in responses] == [1] * 8
         response = _post(client, b"not an image at all")  # an error raised in a worker keeps its status
         assert response.status_code == 415 and "not an image" in response.json()["detail"]
+
+
+def test_host_header_must_be_a_loopback_name_unless_allowed(app, random_checkpoint):
+    """A page on another site whose DNS name points at 127.0.0.1 (DNS rebinding) gets nothing."""
+    for base in ("http://127.0.0.1:8000", "http://localhost", "http://[::1]:8000"):
+        assert TestClient(app, base_url=base).get("/v1/health").status_code == 200, base
+    refused = TestClient(app, base_url="http://attacker.example").get("/v1/model")
+    assert refused.status_code == 400 and "not allowed" in refused.json()["detail"]
+    opened = create_app(ServiceConfig(model=str(random_checkpoint), device="cpu", allowed_hosts=("*",)))
+    assert TestClient(opened, base_url="http://attacker.example").get("/v1/health").status_code == 200
+
+
+def test_cors_is_off_unless_an_origin_is_given(client, random_checkpoint):
+    asked = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    assert "access-control-allow-origin" not in client.options("/v1/predict", headers=asked).headers
+    assert "access-control-allow-origin" not in client.get("/v1/health", headers=asked).headers
+    shared = TestClient(create_app(ServiceConfig(model=str(random_checkpoint), device="cpu",
+                                                 cors_origins=("https://app.example",))), base_url=LOCAL)
+    preflight = shared.options("/v1/predict", headers=asked)
+    assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+    other = shared.get("/v1/health", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in other.headers

@@ -19,12 +19,13 @@ from typing import Annotated
 
 from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 
-from ferkit.serve.config import ServiceConfig
+from ferkit.serve.config import ServiceConfig, host_name
 from ferkit.serve.workers import (
     CHUNK,
     MODEL_CARD_URL,
@@ -104,6 +105,19 @@ def create_app(config: ServiceConfig | None = None, processes: int = 0) -> FastA
                          "emotion. Errors are JSON: {\"detail\": \"what is wrong\"}.")
 
     errors = {code: {"model": Error} for code in (400, 413, 415)}
+
+    @app.middleware("http")
+    async def check_host(request: Request, call_next):
+        """Refuse requests addressed to a name this service does not answer to (DNS rebinding)."""
+        host = request.headers.get("host", "")
+        if "*" not in config.allowed_hosts and host_name(host) not in config.allowed_hosts:
+            return JSONResponse({"detail": f"host {host!r} is not allowed (ferkit serve --allowed-hosts "
+                                           f"{' '.join(config.allowed_hosts)} NAME to add one)"}, status_code=400)
+        return await call_next(request)
+
+    if config.cors_origins:  # browsers may call the API from these sites' pages; from no other site
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["*"])
 
     @app.exception_handler(RequestError)
     async def request_error(_: Request, error: RequestError) -> JSONResponse:

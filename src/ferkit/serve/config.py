@@ -7,6 +7,16 @@ from dataclasses import dataclass
 
 from ferkit.defaults import DEFAULT_DETECTOR
 
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+
+
+def host_name(header: str) -> str:
+    """The host name of a ``Host`` header, without port or IPv6 brackets, lower-cased."""
+    name = header.strip().lower()
+    if name.startswith("["):
+        return name[1 : name.find("]")] if "]" in name else name
+    return name.rsplit(":", 1)[0] if name.count(":") == 1 else name
+
 
 @dataclass(frozen=True)
 class ServiceConfig:
@@ -18,6 +28,10 @@ class ServiceConfig:
     full size, as every other entry point does, so that a photo gets the same answer here as from
     ``ferkit image`` or the Python API (YuNet itself shrinks frames to at most 960 pixels).
     ``min_confidence``: faces less sure than this are labelled ``uncertain`` (0: never).
+    ``allowed_hosts``: the names a request's ``Host`` header may give (``*``: any); by default
+    loopback only, so that a web page on another site cannot reach this service through a DNS
+    name that resolves to 127.0.0.1 (DNS rebinding). ``cors_origins``: web origins (``https://app.example``)
+    whose pages may call the API from a browser; none by default (the service's own page needs none).
     """
 
     model: str | None = None
@@ -29,5 +43,7 @@ class ServiceConfig:
     max_upload_bytes: int = 10 * 2**20
     max_batch: int = 16
     max_pixels: int = 40_000_000
+    allowed_hosts: tuple[str, ...] = LOOPBACK_NAMES
+    cors_origins: tuple[str, ...] = ()
     pipelines: int = 1
     threads: int = 1
