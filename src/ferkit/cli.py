@@ -230,6 +230,8 @@ def video_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="annotated video to write (.mp4 or .avi)")
     p.add_argument("--csv", help="timeline CSV: frame, time, track, box, emotion, probabilities")
     p.add_argument("--plot", help="timeline plot (.png): each track's probabilities over time")
+    p.add_argument("--summary", help="per-track summary (.json): when seen, duration, dominant emotion, share of "
+                                     "time in each emotion")
     p.add_argument("--max-frames", type=int, default=0, help="stop after N frames (0: all)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_options(p)
@@ -239,13 +241,14 @@ def video_parser(p: argparse.ArgumentParser) -> None:
 def video_run(args: argparse.Namespace) -> int:
     from ferkit.apps.video import process_video
 
-    if not (args.out or args.csv or args.plot):
-        raise ValueError("say what to write: --out, --csv and/or --plot")
+    if not (args.out or args.csv or args.plot or args.summary):
+        raise ValueError("say what to write: --out, --csv, --plot and/or --summary")
     result = process_video(args.video, make_pipeline(args), args.out, args.csv, args.plot, args.max_frames,
-                           not args.quiet)
+                           not args.quiet, args.summary)
     print(f"{result.frames} frames in {result.seconds:.1f} s ({result.fps:.1f} FPS), {len(result.timeline)} "
           f"track{'s' if len(result.timeline) != 1 else ''}", file=sys.stderr)
-    for what, path in (("annotated video", args.out), ("timeline", args.csv), ("plot", args.plot)):
+    for what, path in (("annotated video", args.out), ("timeline", args.csv), ("plot", args.plot),
+                       ("track summary", args.summary)):
         if path:
             print(f"{what}: {path}", file=sys.stderr)
     return 0

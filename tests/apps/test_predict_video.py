@@ -90,7 +90,7 @@ def test_video_bad_inputs(tmp_path, random_checkpoint):
         result = _ferkit("video", source, "--csv", tmp_path / "t.csv", "--model", random_checkpoint)
         assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
     result = _ferkit("video", fake, "--model", random_checkpoint)
-    assert result.returncode == 2 and "--out, --csv and/or --plot" in result.stderr
+    assert result.returncode == 2 and "--out, --csv, --plot and/or --summary" in result.stderr
     empty = tmp_path / "empty.avi"
     cv2.VideoWriter(str(empty), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48)).release()  # a video with no frames
     result = _ferkit("video", empty, "--csv", tmp_path / "t.csv", "--model", random_checkpoint)
@@ -136,3 +136,28 @@ def test_same_named_images_from_two_folders_keep_an_output_each(tmp_path, face_i
     assert main(["predict", str(tmp_path / "a"), str(tmp_path / "b"), "--annotate", str(tmp_path / "ann"),
                  "--output", str(tmp_path / "f.csv"), "--model", str(random_checkpoint)]) == 0
     assert sorted(p.name for p in (tmp_path / "ann").iterdir()) == ["x-2.jpg", "x.jpg"]
+
+
+def test_timeline_order_short_tracks_summary_and_quiet_speed(tmp_path, face_image, random_checkpoint, capsys):
+    from ferkit.apps.video import plot_timeline, track_summary
+
+    p = np.array([0.1, 0.6, 0.2, 0.1])
+    timeline = {5: [(2.0 + t / 10, p) for t in range(30)],            # appears second, 3 s
+                2: [(0.5 + t / 10, p[::-1]) for t in range(40)],      # appears first, 4 s, overlaps track 5
+                9: [(4.0, p), (4.1, p)]}                              # too short to draw
+    rows = track_summary(timeline, ("angry", "sad", "happy", "neutral"), 0.1)
+    assert [r["track"] for r in rows] == [2, 5, 9]
+    assert rows[0]["dominant_emotion"] == "happy" and rows[1]["share"]["sad"] == 1.0
+    assert rows[1]["duration"] == pytest.approx(3.0) and rows[2]["frames"] == 2
+    plot = tmp_path / "t.png"
+    plot_timeline(timeline, ("angry", "sad", "happy", "neutral"), plot, duration=6.0)
+    image = cv2.imread(str(plot))
+    assert image is not None and image.shape[0] > 400  # two panels drawn, one track counted in a note
+    video = _write_video(tmp_path / "clip.avi", [np.roll(face_image, 5 * i, axis=1) for i in range(8)])
+    summary = tmp_path / "tracks.json"
+    assert main(["video", str(video), "--summary", str(summary), "--quiet", "--model", str(random_checkpoint)]) == 0
+    err = capsys.readouterr().err
+    fps = float(err.split("(")[1].split(" FPS")[0])
+    assert 0 < fps < 10_000  # measured, not 8 frames over a disabled bar's zero seconds
+    tracks = json.loads(summary.read_text())
+    assert len(tracks) == 1 and tracks[0]["frames"] == 8 and sum(tracks[0]["share"].values()) == pytest.approx(1)

@@ -10,6 +10,8 @@ properly even when the run stops early, so an interrupted run keeps what it wrot
 from __future__ import annotations
 
 import csv
+import json
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,7 +23,7 @@ from tqdm import tqdm
 from ferkit.apps.media import FpsMeter, annotate, open_video, refuse_overwriting, video_writer
 from ferkit.infer.pipeline import FacePipeline
 
-MAX_PLOTTED_TRACKS = 6
+MIN_PLOTTED_SECONDS = 1.0  # tracks seen for less time are counted, not drawn, in the timeline plot
 
 
 @dataclass
@@ -42,11 +44,14 @@ def process_video(
     plot: str | Path | None = None,
     max_frames: int = 0,
     progress: bool = True,
+    summary: str | Path | None = None,
 ) -> VideoResult:
-    """Run ``pipeline`` over every frame of ``source``; write the annotated video, the timeline CSV
-    and the plot where asked. Raises ``ValueError`` for a video that cannot be read or has no frames."""
-    refuse_overwriting([source], [out, timeline_csv, plot])
+    """Run ``pipeline`` over every frame of ``source``; write the annotated video, the timeline CSV,
+    the plot and the per-track summary (JSON, :func:`track_summary`) where asked. Raises
+    ``ValueError`` for a video that cannot be read or has no frames."""
+    refuse_overwriting([source], [out, timeline_csv, plot, summary])
     capture, fps, total = open_video(str(source))
+    started = time.perf_counter()
     result = VideoResult()
     writer = table = None
     meter = FpsMeter()
@@ -88,38 +93,68 @@ def process_video(
             table.close()
     if result.frames == 0:
         raise ValueError(f"{source}: no frames could be read (empty, or an unknown codec)")
-    result.seconds = bar.format_dict["elapsed"]
+    result.seconds = time.perf_counter() - started
     result.fps = result.frames / max(result.seconds, 1e-9)
     if plot:
-        plot_timeline(result.timeline, pipeline.class_names, plot)
+        plot_timeline(result.timeline, pipeline.class_names, plot, duration=result.frames / fps)
+    if summary:
+        Path(summary).parent.mkdir(parents=True, exist_ok=True)
+        Path(summary).write_text(json.dumps(track_summary(result.timeline, pipeline.class_names, 1 / fps),
+                                            indent=1) + "\n")
     return result
 
 
+def track_summary(timeline: dict[int, list[tuple[float, np.ndarray]]], class_names: Sequence[str],
+                  frame_seconds: float) -> list[dict]:
+    """Per track, in order of first appearance: when it was seen, for how long, its dominant
+    emotion and the share of its frames in each emotion (the smoothed probabilities' argmax)."""
+    rows = []
+    for track in sorted(timeline, key=lambda t: timeline[t][0][0]):
+        times = [t for t, _ in timeline[track]]
+        counts = np.bincount([int(p.argmax()) for _, p in timeline[track]], minlength=len(class_names))
+        rows.append({"track": track, "first_seen": round(times[0], 3), "last_seen": round(times[-1], 3),
+                     "duration": round(times[-1] - times[0] + frame_seconds, 3), "frames": len(times),
+                     "dominant_emotion": class_names[int(counts.argmax())],
+                     "share": {n: round(c / len(times), 4) for n, c in zip(class_names, counts, strict=True)}})
+    return rows
+
+
 def plot_timeline(timeline: dict[int, list[tuple[float, np.ndarray]]], class_names: Sequence[str],
-                  path: str | Path) -> None:
-    """One panel per track (the longest few): each class's probability over time."""
+                  path: str | Path, duration: float | None = None) -> None:
+    """One panel per track, in order of first appearance, on a shared time axis: each class's
+    probability over time. Tracks seen for less than ``MIN_PLOTTED_SECONDS`` are counted in a note
+    instead of drawn; the legend sits above the panels, outside the data."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tracks = sorted(timeline, key=lambda t: -len(timeline[t]))[:MAX_PLOTTED_TRACKS]
-    fig, axes = plt.subplots(max(1, len(tracks)), 1, figsize=(10, 2.2 * max(1, len(tracks))), sharex=True,
+    ordered = sorted(timeline, key=lambda t: timeline[t][0][0])
+    tracks = [t for t in ordered if timeline[t][-1][0] - timeline[t][0][0] >= MIN_PLOTTED_SECONDS]
+    short = len(ordered) - len(tracks)
+    fig, axes = plt.subplots(max(1, len(tracks)), 1, figsize=(10, 1.2 + 1.8 * max(1, len(tracks))), sharex=True,
                              squeeze=False)
     for ax, track in zip(axes[:, 0], tracks, strict=False):
         times = [t for t, _ in timeline[track]]
         probs = np.stack([p for _, p in timeline[track]])
         for k, name in enumerate(class_names):
-            ax.plot(times, probs[:, k], label=name)
+            ax.plot(times, probs[:, k], label=name, color=f"C{k}")
         ax.set_ylim(0, 1)
         ax.set_ylabel(f"track #{track}")
         ax.grid(alpha=0.3)
-    if tracks:
-        axes[0, 0].legend(loc="upper right", ncol=len(class_names), fontsize="small")
-    else:
-        axes[0, 0].text(0.5, 0.5, "no faces found", ha="center", va="center", transform=axes[0, 0].transAxes)
+    end = duration or max((timeline[t][-1][0] for t in ordered), default=1.0)
+    axes[-1, 0].set_xlim(0, max(end, 1e-3))
+    if not tracks:
+        axes[0, 0].text(0.5, 0.5, "no faces found" if not ordered else "every track was too short to draw",
+                        ha="center", va="center", transform=axes[0, 0].transAxes)
     axes[-1, 0].set_xlabel("time (s)")
-    fig.tight_layout()
+    note = f"{short} short track{'s' if short != 1 else ''} (under {MIN_PLOTTED_SECONDS:g} s) not drawn" * (short > 0)
+    handles = [plt.Line2D([], [], color=f"C{k}") for k in range(len(class_names))]
+    fig.legend(handles, class_names, loc="upper center", ncol=len(class_names), frameon=False,
+               bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout(rect=(0, 0.03 if note else 0, 1, 1 - 0.5 / fig.get_figheight()))
+    if note:
+        fig.text(0.01, 0.005, note, fontsize="small", color="0.3")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
