@@ -118,3 +118,17 @@ def ferplus_lines(sizes: dict[str, int] = SPLIT_SIZES) -> list[str]:
             lines.append(f"{usage},{'' if i == 1 else f'fer{i:07d}.png'},{','.join(map(str, votes))}")
             i += 1
     return lines
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG file whose header claims ``width`` x ``height`` pixels (a decompression bomb's
+    header: whoever trusts it before checking asks for gigabytes)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit gray
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * (width + 1)))
+            + chunk(b"IEND", b""))

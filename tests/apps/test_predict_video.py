@@ -161,3 +161,16 @@ def test_timeline_order_short_tracks_summary_and_quiet_speed(tmp_path, face_imag
     assert 0 < fps < 10_000  # measured, not 8 frames over a disabled bar's zero seconds
     tracks = json.loads(summary.read_text())
     assert len(tracks) == 1 and tracks[0]["frames"] == 8 and sum(tracks[0]["share"].values()) == pytest.approx(1)
+
+
+def test_a_pixel_bomb_is_refused_from_its_header_and_the_batch_goes_on(photo_tree, tmp_path, random_checkpoint):
+    from conftest import png_claiming
+
+    (photo_tree / "bomb.png").write_bytes(png_claiming(100_000, 100_000))
+    (photo_tree / "big.png").write_bytes(png_claiming(20_000, 20_000))
+    out = tmp_path / "faces.csv"
+    result = _ferkit("predict", photo_tree, "--output", out, "--model", random_checkpoint)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "bomb.png: 10,000,000,000 pixels, over the limit" in result.stderr
+    assert "big.png: 400,000,000 pixels, over the limit" in result.stderr
+    assert [r["file"].split("/")[-1] for r in csv.DictReader(out.open())] == ["face.png", "face2.jpg"]

@@ -180,3 +180,14 @@ def test_cors_is_off_unless_an_origin_is_given(client, random_checkpoint):
     assert preflight.headers["access-control-allow-origin"] == "https://app.example"
     other = shared.get("/v1/health", headers={"Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in other.headers
+
+
+def test_pixel_bombs_get_413_and_undecodable_files_415(client):
+    from conftest import png_claiming
+
+    for width in (8_000, 100_000):  # over the limit; over Pillow's own bomb limit too
+        response = _post(client, png_claiming(width, width), "bomb.png", "image/png")
+        assert response.status_code == 413 and "pixels" in response.json()["detail"]
+    broken = png_claiming(64, 64)[:-30] + b"\x00" * 30  # a readable header, then garbage
+    response = _post(client, broken, "broken.png", "image/png")
+    assert response.status_code in (200, 415) and response.headers["content-type"] == "application/json"

@@ -13,6 +13,7 @@ the bundled model as its int8 export, any other checkpoint as an fp32 export mad
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,9 @@ class Face:
 
 
 FacePrediction = Face  # its name before ferkit 0.2
+# The largest image file read (width x height), checked from its header before decoding: 200 million pixels
+# (14142 x 14142) take 600 MB as BGR; a 1 MB PNG can claim 10 billion.
+MAX_IMAGE_PIXELS = 200_000_000
 ImageInput = Union[str, os.PathLike, np.ndarray, "PIL.Image.Image"]  # noqa: F821 (PIL is optional)
 COLORS = ("bgr", "rgb")
 
@@ -96,7 +100,14 @@ def load_image(image: ImageInput, color: str = "bgr") -> np.ndarray:
         path = Path(image)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file")
-        array = cv2.imread(str(path), cv2.IMREAD_COLOR)  # 8-bit BGR: what every entry point reads
+        pixels = _header_pixels(path)
+        if pixels is not None and pixels > MAX_IMAGE_PIXELS:
+            raise ValueError(f"{path}: {pixels:,} pixels, over the limit of {MAX_IMAGE_PIXELS:,} "
+                             "(ferkit.infer.predictor.MAX_IMAGE_PIXELS); nothing was decoded")
+        try:
+            array = cv2.imread(str(path), cv2.IMREAD_COLOR)  # 8-bit BGR: what every entry point reads
+        except cv2.error as e:
+            raise ValueError(f"{path}: not a readable image ({str(e).strip().splitlines()[-1][:150]})") from None
         if array is None:
             raise ValueError(f"{path}: not a readable image")
         return array
@@ -108,6 +119,23 @@ def load_image(image: ImageInput, color: str = "bgr") -> np.ndarray:
     if color == "rgb" and image.ndim == 3 and image.shape[2] in (3, 4):
         return np.ascontiguousarray(image[..., [2, 1, 0, *([3] if image.shape[2] == 4 else [])]])
     return image
+
+
+def _header_pixels(path: Path) -> int | None:
+    """An image file's pixel count from its header, before any pixel is decoded (None where Pillow,
+    which matplotlib brings along, cannot read the header: OpenCV then has its say)."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return None
+    try:
+        with Image.open(path) as header:
+            return header.size[0] * header.size[1]
+    except Image.DecompressionBombError as e:  # over twice Pillow's own limit: its message holds the count
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        return int(found.group(1)) if found else MAX_IMAGE_PIXELS + 1
+    except Exception:
+        return None
 
 
 def crop_face(gray: np.ndarray, box: Box, margin: float = HaarDetector.margin) -> np.ndarray:

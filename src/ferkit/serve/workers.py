@@ -48,11 +48,16 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as header:
             width, height = header.size
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:  # more than twice Pillow's own limit of 89 million pixels
+        raise RequestError(413, f"{name}: over the limit of {max_pixels} pixels (a decompression bomb?)") from None
+    except (UnidentifiedImageError, OSError, ValueError):
         raise RequestError(415, f"{name}: not an image (could not read an image header)") from None
     if width * height > max_pixels:
         raise RequestError(413, f"{name}: {width}x{height} is {width * height} pixels, over the limit of {max_pixels}")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:  # formats whose header Pillow reads but OpenCV's decoders reject loudly
+        image = None
     if image is None or image.size == 0:
         raise RequestError(415, f"{name}: not a decodable image (JPEG, PNG, BMP, WebP or TIFF)")
     return image
