@@ -3,7 +3,7 @@ import pytest
 
 from ferkit.infer.pipeline import FacePipeline
 from ferkit.infer.predictor import Face
-from ferkit.infer.tracking import FaceTracker, Track, follow, iou, remember
+from ferkit.infer.tracking import FaceTracker, Track, anchor, follow, iou, remember
 
 
 def test_iou():
@@ -64,7 +64,10 @@ class StubPredictor:
     def predict_faces(self, frame, boxes, margin=None):
         self.calls += 1
         p = np.array([0.8, 0.2]) if self.calls % 2 else np.array([0.2, 0.8])
-        return [("a" if p[0] > p[1] else "b", int(p.argmax()), p) for _ in boxes]
+        return [(self.label(p), int(p.argmax()), p) for _ in boxes]
+
+    def label(self, probabilities):
+        return self.class_names[int(probabilities.argmax())]
 
 
 @pytest.mark.parametrize("detect_every", [1, 3])
@@ -104,3 +107,31 @@ def test_pipeline_on_stills_and_bad_settings(face_image, random_checkpoint):
         FacePipeline(pipeline.predictor, detect_every=0)
     with pytest.raises(ValueError, match="detect_scale"):
         FacePipeline(pipeline.predictor, detect_scale=2)
+
+
+def test_a_hard_cut_ends_every_track(face_image, random_checkpoint):
+    """A cut to a scene without faces: no track survives more than two frames past it; a face after
+    the cut is a new track."""
+    from ferkit.infer.predictor import EmotionPredictor
+
+    pipeline = FacePipeline(EmotionPredictor(random_checkpoint, device="cpu"), "yunet", detect_every=5)
+    scenery = np.random.default_rng(1).integers(150, 255, size=face_image.shape).astype(np.uint8)  # bright, faceless
+    clip = [np.roll(face_image, 4 * i, axis=1) for i in range(7)] + [np.roll(scenery, 3 * i, axis=0) for i in range(6)]
+    counts = [len(pipeline.process(frame)) for frame in clip]
+    assert counts[:7] == [1] * 7 and counts[9:] == [0] * 4, counts  # the cut is at frame 7 (a following frame)
+    assert counts[7] == 0  # in fact: ended at the cut itself
+    back = pipeline.process(face_image)
+    assert len(back) == 1 and back[0].track_id == 1  # a new shot, a new id
+
+
+def test_a_followed_patch_that_stops_looking_like_the_face_is_dropped(face_image):
+    gray = face_image[:, :, 0].copy()
+    track = Track(0, (215, 120, 210, 240))
+    remember(gray, track)
+    anchor(gray, track)
+    assert follow(gray, track)
+    # the same spot, now a smooth gradient (a wall): the last template's texture may still match
+    # somewhat, but it no longer looks like the confirmed face
+    wall = np.tile(np.linspace(60, 200, gray.shape[1]).astype(np.uint8), (gray.shape[0], 1))
+    track.box = (215, 120, 210, 240)
+    assert not follow(wall, track, min_score=-1.0)  # whatever the match, the likeness check drops it

@@ -17,7 +17,7 @@ import numpy as np
 
 from ferkit.infer.detection import DEFAULT_DETECTOR, FaceDetector, get_detector, to_gray
 from ferkit.infer.predictor import EmotionPredictor, Face
-from ferkit.infer.tracking import FaceTracker, Track, follow, remember
+from ferkit.infer.tracking import FaceTracker, Track, anchor, follow, is_cut, remember, scene_signature
 
 
 class FacePipeline:
@@ -52,6 +52,7 @@ class FacePipeline:
         self.tracker = FaceTracker(iou_threshold, max_missed, smoothing)
         self.frame_index = 0
         self._visible: list[Track] = []  # the tracks shown on the last frame
+        self._signature: np.ndarray | None = None  # the last frame's scene signature, to see cuts
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -59,12 +60,25 @@ class FacePipeline:
 
     def process(self, frame: np.ndarray) -> list[Face]:
         """The faces of the next frame of a sequence, each with its track id and smoothed
-        probabilities (``emotion`` and ``index`` follow the smoothed values)."""
+        probabilities (``emotion`` and ``index`` follow the smoothed values).
+
+        A hard cut (the frame's gray-level histogram unlike the last one's) ends every track and
+        runs the detector at once. Between detections a face is followed only while its patch still
+        looks like the face the detector last confirmed, and a face the detector misses is followed
+        until the next detection at most."""
         gray = to_gray(frame)
-        if self.frame_index % self.detect_every == 0 or not self.tracker.tracks:
+        signature = scene_signature(gray)
+        cut = is_cut(self._signature, signature)
+        self._signature = signature
+        if cut:
+            self.tracker.end_tracks()
+            self._visible = []
+        if cut or self.frame_index % self.detect_every == 0 or not self.tracker.tracks:
             found, missing = self.tracker.update(self.detector(frame, self.detect_scale))
+            for track in found:
+                anchor(gray, track)
             # A face the detector missed this once stays on screen if its patch is still there.
-            visible = found + [t for t in missing if follow(gray, t)]
+            visible = found + [t for t in missing if t.missed == 1 and follow(gray, t)]
         else:
             visible = [t for t in self._visible if follow(gray, t)]
         self._visible = visible
@@ -90,3 +104,4 @@ class FacePipeline:
         self.tracker.reset()
         self.frame_index = 0
         self._visible = []
+        self._signature = None

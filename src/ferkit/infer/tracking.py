@@ -17,6 +17,9 @@ from ferkit.infer.detection import Box, shrink
 
 TEMPLATE_WIDTH = 32  # faces are followed between detections at this width: cheap, and enough detail
 ZOOMS = (1 / 1.08, 1.0, 1.08)  # sizes tried when following: a face may grow or shrink between frames
+ANCHOR_SIZE = 24  # side of the patch a detection confirmed, that followed patches are compared with
+ANCHOR_LIKENESS = 0.4  # the correlation with it a followed patch keeps, or the face is dropped
+CUT_CORRELATION = 0.5  # histograms of consecutive frames correlating less than this: a new shot
 
 
 def iou(a: Box, b: Box) -> float:
@@ -38,6 +41,7 @@ class Track:
     missed: int = 0  # detection rounds in a row that did not find it
     template: np.ndarray | None = field(default=None, repr=False)  # its grayscale patch, for following
     template_offset: tuple[int, int] = (0, 0)  # where the patch starts inside the box (a face cut by the edge)
+    anchor: np.ndarray | None = field(default=None, repr=False)  # its patch when a detection last confirmed it
 
 
 class FaceTracker:
@@ -94,14 +98,21 @@ class FaceTracker:
             track.probabilities = (1 - self.alpha) * track.probabilities + self.alpha * probabilities
         return track.probabilities
 
+    def end_tracks(self) -> None:
+        """End every track (a new shot); faces found later get new ids."""
+        self.tracks = []
+
     def reset(self) -> None:
+        """Forget everything (a new video): ids start again from 0."""
         self.tracks, self._next_id = [], 0
 
 
-def follow(gray: np.ndarray, track: Track, min_score: float = 0.5) -> bool:
+def follow(gray: np.ndarray, track: Track, min_score: float = 0.5, min_likeness: float = ANCHOR_LIKENESS) -> bool:
     """Move ``track.box`` to where its template matches best in ``gray``, searching around the old
     box at three sizes (the face may come closer or move away): the cheap step between detections.
-    Returns False when the face is lost."""
+    Returns False when the face is lost: nothing matches the last patch by ``min_score``, or what
+    matches no longer looks like the face the detector last confirmed (``min_likeness`` against its
+    anchor patch): a template drifting onto a collar or a wall stops there."""
     if track.template is None:
         return False
     x, y, w, h = track.box
@@ -122,10 +133,46 @@ def follow(gray: np.ndarray, track: Track, min_score: float = 0.5) -> bool:
         if score > best[0]:
             dx, dy = (round(v * zoom) for v in track.template_offset)
             best = (score, (x0 + round(bx / scale) - dx, y0 + round(by / scale) - dy, round(w * zoom), round(h * zoom)))
-    if best[1] is None:
+    if best[1] is None or not _looks_like(gray, best[1], track.anchor, min_likeness):
         return False
     track.box = best[1]
     return True
+
+
+def _looks_like(gray: np.ndarray, box: Box, anchor: np.ndarray | None, min_likeness: float) -> bool:
+    """Whether the patch at ``box`` still matches ``anchor`` (normalised correlation, same size)."""
+    if anchor is None:
+        return True
+    x, y, w, h = box
+    height, width = gray.shape[:2]
+    x0, y0, x1, y1 = max(0, x), max(0, y), min(width, x + w), min(height, y + h)
+    if min(x1 - x0, y1 - y0) < 4:
+        return False
+    patch = cv2.resize(gray[y0:y1, x0:x1], (anchor.shape[1], anchor.shape[0]), interpolation=cv2.INTER_AREA)
+    return float(cv2.matchTemplate(patch, anchor, cv2.TM_CCOEFF_NORMED).max()) >= min_likeness
+
+
+def anchor(gray: np.ndarray, track: Track) -> None:
+    """Remember the track's patch as the face a detection just confirmed (what :func:`follow`
+    compares later patches with)."""
+    x, y, w, h = track.box
+    height, width = gray.shape[:2]
+    x0, y0, x1, y1 = max(0, x), max(0, y), min(width, x + w), min(height, y + h)
+    track.anchor = None if min(x1 - x0, y1 - y0) < 8 else cv2.resize(gray[y0:y1, x0:x1], (ANCHOR_SIZE, ANCHOR_SIZE),
+                                                                      interpolation=cv2.INTER_AREA)
+
+
+def scene_signature(gray: np.ndarray) -> np.ndarray:
+    """A frame's gray-level histogram (32 bins, of a 64x48 thumbnail): cheap, and unmoved by motion
+    within a shot."""
+    small = cv2.resize(gray, (64, 48), interpolation=cv2.INTER_AREA)
+    hist = cv2.calcHist([small], [0], None, [32], [0, 256])
+    return cv2.normalize(hist, hist).flatten()
+
+
+def is_cut(before: np.ndarray | None, after: np.ndarray) -> bool:
+    """Whether two frames' :func:`scene_signature` differ like two shots (a hard cut)."""
+    return before is not None and cv2.compareHist(before, after, cv2.HISTCMP_CORREL) < CUT_CORRELATION
 
 
 def remember(gray: np.ndarray, track: Track) -> None:
