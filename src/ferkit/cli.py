@@ -421,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return args.run(args)
-    except (FileNotFoundError, ValueError, TypeError, ImportError) as e:  # DataError, CheckpointError: ValueErrors
+    except (OSError, ValueError, TypeError, ImportError) as e:  # DataError, CheckpointError: ValueErrors
+        # OSError: files that cannot be written (read-only or full disk, a file where a folder should be)
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -153,3 +153,22 @@ def test_splits_without_rows_are_refused_before_an_epoch(tmp_path, capsys):
     assert cli_main(["train", "--data", str(data), "--out", str(tmp_path / "o"), "--device", "cpu"]) == 2
     assert "no PublicTest rows" in capsys.readouterr().err
     assert not (tmp_path / "o" / "last.pth").exists()
+
+
+def test_unwritable_out_and_orphan_temporary_files(fer_csv, tmp_path, capsys):
+    import os
+
+    (tmp_path / "run").mkdir()
+    orphan = tmp_path / "run" / "last.pth12345.tmp"  # what a kill during a checkpoint write leaves
+    orphan.write_bytes(b"\0" * 1000)
+    _run(fer_csv, tmp_path / "run", epochs=1)
+    assert not orphan.exists()
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        argv = ["train", "--data", str(fer_csv), "--out", str(locked / "run"), "--epochs", "1", "--device", "cpu"]
+        assert cli_main(argv) == 2 and "Permission denied" in capsys.readouterr().err
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a folder should be")
+    argv = ["train", "--data", str(fer_csv), "--out", str(blocker / "run"), "--epochs", "1", "--device", "cpu"]
+    assert cli_main(argv) == 2 and "error:" in capsys.readouterr().err

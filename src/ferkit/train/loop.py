@@ -161,6 +161,8 @@ def train(cfg: TrainConfig, arrays: Fer2013Arrays | None = None) -> dict[str, An
     if held and not (cfg.resume or cfg.overwrite):
         raise ValueError(f"--out {out} holds another run ({', '.join(held)}): pass --resume to continue it or "
                          "--overwrite to replace it, or choose another folder")
+    for orphan in out.glob("*.pth*.tmp") if out.is_dir() else ():  # saves a killed run left half-written
+        orphan.unlink(missing_ok=True)
     resumed = load_checkpoint(last_path) if cfg.resume and last_path.is_file() else None
     if cfg.resume and resumed is None:
         print(f"--resume: no {last_path} yet, starting from scratch")
