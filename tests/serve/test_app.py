@@ -191,3 +191,34 @@ def test_pixel_bombs_get_413_and_undecodable_files_415(client):
     broken = png_claiming(64, 64)[:-30] + b"\x00" * 30  # a readable header, then garbage
     response = _post(client, broken, "broken.png", "image/png")
     assert response.status_code in (200, 415) and response.headers["content-type"] == "application/json"
+
+
+def test_a_killed_worker_is_replaced(random_checkpoint, face_jpeg):
+    """kill -9 on a worker process: at most the request in flight fails (503, JSON); the service
+    heals itself and /v1/health says how it went."""
+    import os
+    import signal
+    import time
+
+    app = create_app(ServiceConfig(model=str(random_checkpoint), device="cpu", **LIMITS), processes=2)
+    with TestClient(app, base_url=LOCAL) as client:
+        health = client.get("/v1/health").json()
+        assert health["status"] == "ok" and health["workers"]["alive"] == 2
+        victim = next(iter(app.state.workers.executor._processes))
+        os.kill(victim, signal.SIGKILL)
+        time.sleep(1)
+        statuses = [_post(client, face_jpeg) for _ in range(3)]
+        assert all(r.headers["content-type"] == "application/json" for r in statuses)
+        assert [r.status_code for r in statuses].count(503) <= 1 and statuses[-1].status_code == 200
+        after = client.get("/v1/health").json()
+        assert after["status"] == "ok" and after["workers"]["restarts"] == 1 and after["workers"]["alive"] == 2
+
+
+def test_workers_are_recycled_after_their_quota(random_checkpoint, face_jpeg):
+    config = ServiceConfig(model=str(random_checkpoint), device="cpu", max_requests_per_worker=2, **LIMITS)
+    app = create_app(config, processes=2)
+    with TestClient(app, base_url=LOCAL) as client:
+        first = set(app.state.workers.executor._processes)
+        assert all(_post(client, face_jpeg).status_code == 200 for _ in range(6))
+        assert set(app.state.workers.executor._processes) != first  # fresh processes took over
+        assert client.get("/v1/health").json()["workers"]["restarts"] == 0  # recycling is not a failure

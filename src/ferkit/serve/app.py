@@ -11,7 +11,6 @@ the page at ``/`` and the OpenAPI docs at ``/docs``. The analysis itself (decodi
 
 from __future__ import annotations
 
-import asyncio
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -31,9 +30,9 @@ from ferkit.serve.workers import (
     MODEL_CARD_URL,
     PipelinePool,
     RequestError,
+    WorkerProcesses,
     model_info,
     predict_in_worker,
-    start_workers,
     worker_model_info,
 )
 
@@ -84,27 +83,28 @@ def create_app(config: ServiceConfig | None = None, processes: int = 0) -> FastA
     the YuNet wheel holds Python's lock while it detects, so threads alone would use one core.
     """
     config = config or ServiceConfig()
-    workers = start_workers(config, processes) if processes > 1 else None
+    workers = WorkerProcesses(config, processes) if processes > 1 else None
     pool = PipelinePool(config) if workers is None else None
-    info = model_info(pool) if workers is None else workers.submit(worker_model_info).result()
+    info = model_info(pool) if workers is None else workers.executor.submit(worker_model_info).result()
 
     async def analyse(data: bytes, name: str) -> dict:
         if workers is None:
             return await run_in_threadpool(pool.predict, data, name)
-        return await asyncio.get_running_loop().run_in_executor(workers, predict_in_worker, data, name)
+        return await workers.run(predict_in_worker, data, name)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         yield
         if workers is not None:
-            workers.shutdown(cancel_futures=True)
+            workers.shutdown()
 
     # FastAPIOffline: FastAPI whose /docs and /redoc serve Swagger UI and ReDoc from files in its wheel, not a CDN
     app = FastAPIOffline(title="ferkit", version="1", lifespan=lifespan,
                          description="Facial emotion recognition: faces, boxes and the probabilities of each "
                          "emotion. Errors are JSON: {\"detail\": \"what is wrong\"}.")
+    app.state.workers = workers  # None, or the supervised worker processes
 
-    errors = {code: {"model": Error} for code in (400, 413, 415)}
+    errors = {code: {"model": Error} for code in (400, 413, 415, 503)}
 
     @app.middleware("http")
     async def check_host(request: Request, call_next):
@@ -163,9 +163,13 @@ def create_app(config: ServiceConfig | None = None, processes: int = 0) -> FastA
         return {"results": [{**r, "model": model_name} for r in results], "model": model_name,
                 "timing_ms": {"total": round(1000 * (time.perf_counter() - start), 2)}}
 
-    @app.get("/v1/health", summary="Whether the service is up")
+    @app.get("/v1/health", summary="Whether the service is up, and its worker processes")
     async def health() -> dict:
-        return {"status": "ok", "model": model_name}
+        if workers is None:
+            return {"status": "ok", "model": model_name, "workers": None}
+        state = workers.state()
+        ok = state["healthy"] and state["alive"] == state["processes"]
+        return {"status": "ok" if ok else "degraded", "model": model_name, "workers": state}
 
     @app.get("/v1/model", summary="The model: classes, FER2013 label mapping, measured accuracy")
     async def model() -> dict:

@@ -45,5 +45,6 @@ class ServiceConfig:
     max_pixels: int = 40_000_000
     allowed_hosts: tuple[str, ...] = LOOPBACK_NAMES
     cors_origins: tuple[str, ...] = ()
+    max_requests_per_worker: int = 2000  # then a worker process is replaced (bounds leaked native memory)
     pipelines: int = 1
     threads: int = 1

@@ -5,14 +5,17 @@ and pixel limits."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import multiprocessing
 import os
 import queue
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import asdict
 
@@ -101,15 +104,66 @@ class PipelinePool:
 _process_pool: PipelinePool | None = None  # the pipeline of a worker process
 
 
+class WorkerProcesses:
+    """The worker processes that analyse uploads, supervised: a pool whose worker died (killed, or
+    out of memory) is replaced by a fresh one, and each worker is replaced after
+    ``config.max_requests_per_worker`` requests, so that memory a native library leaks (the ``yuface``
+    wheel's detector keeps about 36 KB per call) cannot grow without bound.
+    """
+
+    def __init__(self, config: ServiceConfig, processes: int) -> None:
+        self.config, self.processes, self.restarts = config, processes, 0
+        self._lock = threading.Lock()
+        self.executor = start_workers(config, processes)
+
+    def healthy(self) -> bool:
+        """Whether every worker can take work (ProcessPoolExecutor marks itself broken when one dies)."""
+        return not getattr(self.executor, "_broken", False)
+
+    def heal(self) -> None:
+        """Replace a broken pool (one restart, whichever request notices first)."""
+        with self._lock:
+            if self.healthy():
+                return
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            self.executor = start_workers(self.config, self.processes)
+            self.restarts += 1
+
+    async def run(self, fn, *args):
+        """``fn(*args)`` in a worker process; a 503 if the worker died meanwhile (the pool is then
+        replaced, and the next request is served)."""
+        loop = asyncio.get_running_loop()
+        if not self.healthy():
+            await loop.run_in_executor(None, self.heal)
+        try:
+            return await loop.run_in_executor(self.executor, fn, *args)
+        except BrokenProcessPool:
+            await loop.run_in_executor(None, self.heal)
+            raise RequestError(503, "a worker process died while analysing this image; the workers were "
+                                    "restarted: send it again") from None
+
+    def state(self) -> dict:
+        """What ``/v1/health`` reports about the workers."""
+        alive = sum(p.is_alive() for p in list((getattr(self.executor, "_processes", None) or {}).values()))
+        return {"processes": self.processes, "alive": alive, "healthy": self.healthy(), "restarts": self.restarts,
+                "max_requests_per_worker": self.config.max_requests_per_worker}
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(cancel_futures=True)
+
+
 def start_workers(config: ServiceConfig, processes: int) -> ProcessPoolExecutor:
     """``processes`` worker processes, each with its own pipeline and one thread for OpenCV and
-    OpenMP (the processes are the parallelism), all started before this returns."""
+    OpenMP (the processes are the parallelism), all started before this returns; each is replaced
+    by a fresh one after ``config.max_requests_per_worker`` requests (0: never)."""
     context = multiprocessing.get_context("spawn")
-    # Every worker waits at the barrier once its pipeline is built, so none takes a second readiness
-    # task while another is still loading: each answers one, whatever the load on the machine.
-    barrier = context.Barrier(processes)
+    # Every first-generation worker waits at the barrier once its pipeline is built, so none takes a
+    # second readiness task while another is still loading: each answers one, whatever the load.
+    # Workers that replace recycled ones skip it (``started`` counts the workers ever started).
+    barrier, started = context.Barrier(processes), context.Value("i", 0)
+    recycle = {"max_tasks_per_child": config.max_requests_per_worker} if config.max_requests_per_worker else {}
     workers = ProcessPoolExecutor(processes, mp_context=context, initializer=_start_worker,
-                                  initargs=(asdict(config), barrier))
+                                  initargs=(asdict(config), barrier, started), **recycle)
     previous = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = "1"  # read by each worker's OpenMP (YuNet uses it) as it spawns
     try:
@@ -119,18 +173,22 @@ def start_workers(config: ServiceConfig, processes: int) -> ProcessPoolExecutor:
             del os.environ["OMP_NUM_THREADS"]
         else:
             os.environ["OMP_NUM_THREADS"] = previous
-    started = {f.result() for f in readiness}
-    if len(started) < processes:
+    pids = {f.result() for f in readiness}
+    if len(pids) < processes:
         workers.shutdown(cancel_futures=True)
-        raise RuntimeError(f"only {len(started)} of {processes} worker processes started")
+        raise RuntimeError(f"only {len(pids)} of {processes} worker processes started")
     return workers
 
 
-def _start_worker(config: dict, barrier) -> None:
+def _start_worker(config: dict, barrier, started) -> None:
     global _process_pool
     cv2.setNumThreads(1)  # one core per worker process: the processes are the parallelism
     _process_pool = PipelinePool(ServiceConfig(**config))
-    barrier.wait(timeout=300)  # a worker that never comes up breaks the barrier: the others stop too
+    with started.get_lock():
+        started.value += 1
+        first_generation = started.value <= barrier.parties
+    if first_generation:
+        barrier.wait(timeout=300)  # a worker that never comes up breaks the barrier: the others stop too
 
 
 def _ready(seconds: float) -> int:
