@@ -288,6 +288,9 @@ def serve_parser(p: argparse.ArgumentParser) -> None:
                         "when it names one address)")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="a web origin (https://app.example) whose pages may call the API; repeatable (default: none)")
+    p.add_argument("--max-requests-per-worker", type=int, default=SERVICE.max_requests_per_worker,
+                   help="replace a worker process after this many requests, bounding leaked native memory (0: never; "
+                        f"default: {SERVICE.max_requests_per_worker})")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="processes analysing images side by side, each with its own model (default: one per core)")
 
@@ -305,6 +308,7 @@ def serve_run(args: argparse.Namespace) -> int:
     config = ServiceConfig(model=args.model, device=args.device, backend=args.backend,
                            min_confidence=args.min_confidence, detector=args.detector,
                            allowed_hosts=tuple(hosts), cors_origins=tuple(args.cors_origin),
+                           max_requests_per_worker=args.max_requests_per_worker,
                            max_side=args.max_side, max_upload_bytes=int(args.max_upload_mb * 2**20),
                            max_batch=args.max_batch, max_pixels=args.max_pixels)
     app = create_app(config, processes=args.workers)
