@@ -222,3 +222,37 @@ def test_workers_are_recycled_after_their_quota(random_checkpoint, face_jpeg):
         assert all(_post(client, face_jpeg).status_code == 200 for _ in range(6))
         assert set(app.state.workers.executor._processes) != first  # fresh processes took over
         assert client.get("/v1/health").json()["workers"]["restarts"] == 0  # recycling is not a failure
+
+
+def test_bodies_are_limited_while_they_arrive(client):
+    """No Content-Length (chunked) or a slow upload: refused once past the limit, not after storing it all."""
+    import asyncio
+
+    from ferkit.serve.app import BodyLimit
+
+    chunk = b"x" * 65536
+    part = b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
+    too_big = (c for c in [part] + [chunk] * 200)  # a 12.5 MiB file part, streamed without a Content-Length
+    response = client.post("/v1/predict", content=too_big, headers={"content-type": "multipart/form-data; boundary=b"})
+    assert response.status_code == 413 and "over the upload limit" in response.json()["detail"]
+    claimed = client.post("/v1/predict", content=b"tiny", headers={"content-length": str(50 * 2**20)})
+    assert claimed.status_code == 413 and "52428800 bytes" in claimed.json()["detail"]
+
+    read, sent = [], []
+
+    async def receive():
+        read.append(len(chunk))
+        return {"type": "http.request", "body": chunk, "more_body": True}
+
+    async def send(message):
+        sent.append(message)
+
+    async def greedy_app(scope, receive, send):  # reads until the body ends, as a form parser storing an upload
+        while (await receive())["type"] == "http.request":
+            pass
+        await send({"type": "http.response.start", "status": 400, "headers": []})  # what a parser cut short says
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    limited = BodyLimit(greedy_app, limits={}, default=1_000_000)
+    asyncio.run(limited({"type": "http", "path": "/v1/predict", "headers": []}, receive, send))
+    assert sum(read) <= 1_000_000 + len(chunk) and sent[0]["status"] == 413

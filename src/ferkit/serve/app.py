@@ -11,6 +11,7 @@ the page at ``/`` and the OpenAPI docs at ``/docs``. The analysis itself (decodi
 
 from __future__ import annotations
 
+import json
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -76,6 +77,61 @@ class Error(BaseModel):
     detail: str
 
 
+class BodyLimit:
+    """ASGI middleware: a request whose body passes its route's limit gets a JSON 413, before the body
+    is read when ``Content-Length`` says so, else as soon as the bytes received pass it (chunked
+    uploads included): at most the limit plus one chunk is ever read."""
+
+    def __init__(self, app, limits: dict[str, int], default: int) -> None:
+        self.app, self.limits, self.default = app, limits, default
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = self.limits.get(scope["path"], self.default)
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > limit:
+            return await self._refuse(send, f"request body of {int(length)} bytes is over the upload limit of {limit} "
+                                            "bytes")
+        received, over, started = 0, False, False
+
+        async def limited_receive():
+            nonlocal received, over
+            if over:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:  # stop reading: to the app, the client has gone
+                    over = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def watched_send(message) -> None:
+            nonlocal started
+            if over:  # whatever the app makes of the cut-off body, the answer is 413
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, watched_send)
+        except Exception:
+            if not over:
+                raise
+        if over and not started:
+            await self._refuse(send, f"request body over the upload limit of {limit} bytes (stopped reading at "
+                                     f"{received} bytes)")
+
+    @staticmethod
+    async def _refuse(send, detail: str) -> None:
+        body = json.dumps({"detail": detail}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+
 def create_app(config: ServiceConfig | None = None, processes: int = 0) -> FastAPI:
     """The FastAPI application (``uvicorn`` serves it; tests call it through ``TestClient``).
 
@@ -115,6 +171,11 @@ def create_app(config: ServiceConfig | None = None, processes: int = 0) -> FastA
                                            f"{' '.join(config.allowed_hosts)} NAME to add one)"}, status_code=400)
         return await call_next(request)
 
+    # Bodies are limited as they arrive (the form parser would otherwise store a whole upload first):
+    # one upload for /v1/predict, max_batch of them for the batch route, headers and all.
+    single = config.max_upload_bytes + CHUNK
+    app.add_middleware(BodyLimit, limits={"/v1/predict/batch": config.max_batch * single}, default=single)
+
     if config.cors_origins:  # browsers may call the API from these sites' pages; from no other site
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["*"])
@@ -134,17 +195,10 @@ def create_app(config: ServiceConfig | None = None, processes: int = 0) -> FastA
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def check_length(request: Request, limit: int) -> None:
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > limit:
-            raise RequestError(413, f"request body of {length} bytes is over the upload limit of {limit} bytes")
-
     model_name = info["name"]
 
     @app.post("/v1/predict", response_model=Prediction, responses=errors, summary="Emotions of every face in an image")
-    async def predict(request: Request, file: Annotated[UploadFile, File(description="a JPEG, PNG, BMP, WebP or "
-                                                                                      "TIFF image")]) -> dict:
-        check_length(request, config.max_upload_bytes + CHUNK)
+    async def predict(file: Annotated[UploadFile, File(description="a JPEG, PNG, BMP, WebP or TIFF image")]) -> dict:
         start = time.perf_counter()
         data = await read_upload(file)
         result = await analyse(data, file.filename or "upload")
@@ -153,8 +207,7 @@ def create_app(config: ServiceConfig | None = None, processes: int = 0) -> FastA
 
     @app.post("/v1/predict/batch", response_model=BatchPrediction, responses=errors,
               summary="Emotions of every face in several images")
-    async def predict_batch(request: Request, files: Annotated[list[UploadFile], File(description="images")]) -> dict:
-        check_length(request, config.max_batch * (config.max_upload_bytes + CHUNK))
+    async def predict_batch(files: Annotated[list[UploadFile], File(description="images")]) -> dict:
         if len(files) > config.max_batch:
             raise RequestError(400, f"{len(files)} images in one batch, over the limit of {config.max_batch}")
         start = time.perf_counter()
