@@ -129,12 +129,12 @@ def test_a_run_is_never_silently_replaced(fer_csv, tmp_path, capsys):
     before = (tmp_path / "run" / BEST_CHECKPOINT).read_bytes()
     argv = ["train", "--data", str(fer_csv), "--out", str(tmp_path / "run"), "--epochs", "1", "--device", "cpu"]
     assert cli_main([*argv, "--classes", "7"]) == 2
-    assert "holds another run (fer_resnet18_best.pth)" in capsys.readouterr().err
+    assert "holds another run (last.pth, fer_resnet18_best.pth)" in capsys.readouterr().err
     assert (tmp_path / "run" / BEST_CHECKPOINT).read_bytes() == before
     assert cli_main([*argv, "--classes", "7", "--overwrite"]) == 0
     assert load_checkpoint(tmp_path / "run" / BEST_CHECKPOINT)["class_names"][1] == "disgust"
     (tmp_path / "file").write_text("x")
-    assert cli_main([*argv[:3], str(tmp_path / "file"), *argv[5:]]) == 2
+    assert cli_main([*argv[:4], str(tmp_path / "file"), *argv[5:]]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
 
 
