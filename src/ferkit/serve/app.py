@@ -5,8 +5,9 @@
 
 Endpoints: ``POST /v1/predict`` (one image, multipart field ``file``), ``POST /v1/predict/batch``
 (several, field ``files``), ``GET /v1/health``, ``GET /v1/model`` and its card ``/v1/model/card``,
-the page at ``/`` and the OpenAPI docs at ``/docs``. The analysis itself (decoding, pipelines, worker processes) is
-``serve.workers``: each request runs in a worker thread or process, so the event loop never blocks.
+the page at ``/`` and the OpenAPI docs at ``/docs`` and ``/redoc`` (offline). Requests pass a Host
+check and a body limit on the way in. The analysis itself (decoding, pipelines, worker processes)
+is ``serve.workers``: each request runs in a worker thread or process, so the event loop never blocks.
 """
 
 from __future__ import annotations
