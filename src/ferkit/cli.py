@@ -251,6 +251,13 @@ def video_run(args: argparse.Namespace) -> int:
                        ("track summary", args.summary)):
         if path:
             print(f"{what}: {path}", file=sys.stderr)
+    if result.interrupted:
+        print(f"interrupted after {result.frames} frames; what was written is complete", file=sys.stderr)
+        return 130
+    if result.expected and not args.max_frames and result.frames < result.expected:
+        print(f"warning: read {result.frames} of the {result.expected} frames the file declares: it may be damaged "
+              "or cut short", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -13,6 +13,8 @@ STEMS = ("imagenet", "cifar")
 LABEL_SETS = ("fer2013", "ferplus")
 OUTPUT_FORMATS = ("csv", "jsonl")  # what ferkit predict writes: a row per face, or a JSON object per face
 UNCERTAIN = "uncertain"  # the label of a face below EmotionPredictor's min_confidence
+# Image files OpenCV does not read: a folder walk reports them as skipped rather than passing over them silently.
+UNSUPPORTED_IMAGE_SUFFIXES = (".gif", ".heic", ".heif", ".avif", ".jxl", ".svg")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm")  # what folders are searched for
 
 # Test-time view sets, one entry per crop size: how many pixels the crop's side is shorter than the

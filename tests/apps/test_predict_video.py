@@ -174,3 +174,37 @@ def test_a_pixel_bomb_is_refused_from_its_header_and_the_batch_goes_on(photo_tre
     assert "bomb.png: 10,000,000,000 pixels, over the limit" in result.stderr
     assert "big.png: 400,000,000 pixels, over the limit" in result.stderr
     assert [r["file"].split("/")[-1] for r in csv.DictReader(out.open())] == ["face.png", "face2.jpg"]
+
+
+def test_gifs_in_a_folder_are_reported_not_skipped_silently(tmp_path, face_image, random_checkpoint, capsys):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "face.png"), face_image)
+    (folder / "party.gif").write_bytes(b"GIF89a" + b"\0" * 100)
+    assert main(["predict", str(folder), "--output", str(tmp_path / "f.csv"), "--model", str(random_checkpoint)]) == 1
+    err = capsys.readouterr().err
+    assert "party.gif: GIF images are not supported" in err and "1 image, 1 face, 1 skipped" in err
+
+
+def test_sigterm_finishes_the_video_and_a_cut_short_file_is_reported(tmp_path, face_image, random_checkpoint):
+    import signal
+    import time
+
+    clip = _write_video(tmp_path / "long.avi", [np.roll(face_image, i, axis=1) for i in range(300)])
+    out = tmp_path / "annotated.mp4"
+    run = subprocess.Popen([sys.executable, "-m", "ferkit", "video", str(clip), "--out", str(out), "--quiet",
+                            "--model", str(random_checkpoint)], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out.exists() and out.stat().st_size > 0) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 130 and "interrupted after" in err and "Traceback" not in err
+    capture = cv2.VideoCapture(str(out))  # an mp4 is playable only if it was closed properly
+    assert capture.isOpened() and capture.read()[0]
+
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(clip.read_bytes()[: clip.stat().st_size * 2 // 5])  # the header still says 300 frames
+    result = _ferkit("video", cut, "--csv", tmp_path / "t.csv", "--model", random_checkpoint)
+    assert result.returncode == 1 and "of the 300 frames the file declares" in result.stderr

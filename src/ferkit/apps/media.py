@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ferkit.defaults import IMAGE_SUFFIXES
+from ferkit.defaults import IMAGE_SUFFIXES, UNSUPPORTED_IMAGE_SUFFIXES
 from ferkit.infer.predictor import Face, load_image
 
 COLORS = {"angry": (40, 40, 230), "disgust": (40, 140, 40), "fear": (160, 60, 160), "sad": (200, 120, 40),
@@ -31,7 +31,8 @@ def find_images(paths: Sequence[str | Path]) -> Iterator[tuple[Path, Path]]:
     are passed on, for the reader to report."""
     for given in map(Path, paths):
         if given.is_dir():
-            for path in sorted(p for p in given.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
+            wanted = IMAGE_SUFFIXES + UNSUPPORTED_IMAGE_SUFFIXES  # the latter to report them, not skip them silently
+            for path in sorted(p for p in given.rglob("*") if p.is_file() and p.suffix.lower() in wanted):
                 yield path, path.relative_to(given)
         else:
             yield given, Path(given.name)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -31,6 +33,8 @@ class VideoResult:
     """What a run produced: frame count, speed, and each track's (time, probabilities) series."""
 
     frames: int = 0
+    expected: int = 0  # the frame count the file declares (0: unknown)
+    interrupted: bool = False  # stopped by Ctrl-C or SIGTERM; what was written is complete and playable
     seconds: float = 0.0
     fps: float = 0.0  # frames processed per second of wall-clock time
     timeline: dict[int, list[tuple[float, np.ndarray]]] = field(default_factory=lambda: defaultdict(list))
@@ -52,7 +56,10 @@ def process_video(
     refuse_overwriting([source], [out, timeline_csv, plot, summary])
     capture, fps, total = open_video(str(source))
     started = time.perf_counter()
-    result = VideoResult()
+    result = VideoResult(expected=total)
+    # SIGTERM (a service manager, `kill`) stops the run as Ctrl-C does, so the files below are closed properly.
+    on_main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers can be set
+    previous = signal.signal(signal.SIGTERM, _interrupt) if on_main_thread else None
     writer = table = None
     meter = FpsMeter()
     pipeline.reset()
@@ -84,14 +91,18 @@ def process_video(
             result.frames += 1
             bar.update()
             bar.set_postfix(fps=f"{meter.fps:.1f}", faces=len(faces), refresh=False)
+    except KeyboardInterrupt:
+        result.interrupted = True
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         bar.close()
         capture.release()
         if writer is not None:
             writer.release()
         if table:
             table.close()
-    if result.frames == 0:
+    if result.frames == 0 and not result.interrupted:
         raise ValueError(f"{source}: no frames could be read (empty, or an unknown codec)")
     result.seconds = time.perf_counter() - started
     result.fps = result.frames / max(result.seconds, 1e-9)
@@ -102,6 +113,10 @@ def process_video(
         Path(summary).write_text(json.dumps(track_summary(result.timeline, pipeline.class_names, 1 / fps),
                                             indent=1) + "\n")
     return result
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def track_summary(timeline: dict[int, list[tuple[float, np.ndarray]]], class_names: Sequence[str],

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ferkit.data import IMAGE_SIZE
-from ferkit.defaults import UNCERTAIN
+from ferkit.defaults import UNCERTAIN, UNSUPPORTED_IMAGE_SUFFIXES
 from ferkit.device import resolve_device
 from ferkit.infer.backends import BACKENDS, TorchClassifier, load_classifier, resolve_model
 from ferkit.infer.detection import (
@@ -100,6 +100,9 @@ def load_image(image: ImageInput, color: str = "bgr") -> np.ndarray:
         path = Path(image)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file")
+        if path.suffix.lower() in UNSUPPORTED_IMAGE_SUFFIXES:
+            raise ValueError(f"{path}: {path.suffix.lower()[1:].upper()} images are not supported; convert it to "
+                             "PNG or JPEG")
         pixels = _header_pixels(path)
         if pixels is not None and pixels > MAX_IMAGE_PIXELS:
             raise ValueError(f"{path}: {pixels:,} pixels, over the limit of {MAX_IMAGE_PIXELS:,} "
