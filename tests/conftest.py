@@ -132,3 +132,33 @@ def png_claiming(width: int, height: int) -> bytes:
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit gray
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * (width + 1)))
             + chunk(b"IEND", b""))
+
+
+def clip_with_tone(path: Path, frames: list[np.ndarray], fps: int = 10, audio_codec: str = "aac") -> Path:
+    """A video of ``frames`` (H.264) with a 440 Hz tone as long as it (``audio_codec``: aac, or
+    pcm_s16le in a .mkv), written with PyAV."""
+    import av
+
+    container = av.open(str(path), "w")
+    video = container.add_stream("libx264", rate=fps)
+    video.width, video.height, video.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+    audio = container.add_stream(audio_codec, rate=44100)
+    for frame in frames:
+        for packet in video.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")):
+            container.mux(packet)
+    for packet in video.encode():
+        container.mux(packet)
+    samples = 44100 * len(frames) // fps
+    tone = np.sin(2 * np.pi * 440 * np.arange(samples) / 44100)
+    pcm = audio_codec.startswith("pcm")
+    for start in range(0, samples, 1024):
+        chunk = tone[None, start : start + 1024]
+        chunk = (chunk * 8000).astype(np.int16) if pcm else (0.3 * chunk).astype(np.float32)
+        frame = av.AudioFrame.from_ndarray(chunk, format="s16" if pcm else "fltp", layout="mono")
+        frame.rate, frame.pts = 44100, start
+        for packet in audio.encode(frame):
+            container.mux(packet)
+    for packet in audio.encode(None):
+        container.mux(packet)
+    container.close()
+    return path

@@ -232,6 +232,8 @@ def video_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", help="timeline plot (.png): each track's probabilities over time")
     p.add_argument("--summary", help="per-track summary (.json): when seen, duration, dominant emotion, share of "
                                      "time in each emotion")
+    p.add_argument("--codec", choices=("h264", "mp4v", "mjpg"),
+                   help="video codec of --out (default: h264 with the input's sound for .mp4/.mov/.mkv, mjpg for .avi)")
     p.add_argument("--max-frames", type=int, default=0, help="stop after N frames (0: all)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_options(p)
@@ -244,7 +246,7 @@ def video_run(args: argparse.Namespace) -> int:
     if not (args.out or args.csv or args.plot or args.summary):
         raise ValueError("say what to write: --out, --csv, --plot and/or --summary")
     result = process_video(args.video, make_pipeline(args), args.out, args.csv, args.plot, args.max_frames,
-                           not args.quiet, args.summary)
+                           not args.quiet, args.summary, args.codec)
     print(f"{result.frames} frames in {result.seconds:.1f} s ({result.fps:.1f} FPS), {len(result.timeline)} "
           f"track{'s' if len(result.timeline) != 1 else ''}", file=sys.stderr)
     for what, path in (("annotated video", args.out), ("timeline", args.csv), ("plot", args.plot),

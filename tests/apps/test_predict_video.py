@@ -208,3 +208,25 @@ def test_sigterm_finishes_the_video_and_a_cut_short_file_is_reported(tmp_path, f
     cut.write_bytes(clip.read_bytes()[: clip.stat().st_size * 2 // 5])  # the header still says 300 frames
     result = _ferkit("video", cut, "--csv", tmp_path / "t.csv", "--model", random_checkpoint)
     assert result.returncode == 1 and "of the 300 frames the file declares" in result.stderr
+
+
+@pytest.mark.parametrize("audio_codec, suffix", [("aac", ".mp4"), ("pcm_s16le", ".mkv")])
+def test_video_output_is_h264_with_the_input_sound(tmp_path, face_image, random_checkpoint, audio_codec, suffix):
+    import av
+    from conftest import clip_with_tone
+
+    clip = clip_with_tone(tmp_path / f"in{suffix}", [np.roll(face_image, 3 * i, axis=1) for i in range(20)],
+                          audio_codec=audio_codec)
+    out = tmp_path / "out.mp4"
+    assert main(["video", str(clip), "--out", str(out), "--quiet", "--model", str(random_checkpoint)]) == 0
+    with av.open(str(out)) as written:
+        video, audio = written.streams.video[0], written.streams.audio[0]
+        assert video.codec_context.name == "h264" and video.average_rate == 10
+        assert audio.codec_context.name == "aac"  # copied, or re-encoded where MP4 cannot hold PCM
+        assert abs(float(audio.duration * audio.time_base) - 2.0) < 0.1
+    capture = cv2.VideoCapture(str(out))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 20 and capture.read()[0]
+    assert main(["video", str(clip), "--out", str(tmp_path / "old.mp4"), "--codec", "mp4v", "--quiet",
+                 "--model", str(random_checkpoint)]) == 0
+    with av.open(str(tmp_path / "old.mp4")) as old:
+        assert old.streams.video[0].codec_context.name == "mpeg4" and not old.streams.audio

@@ -102,3 +102,27 @@ def test_api_docs_work_offline(server_url):
             assert outside == []
         finally:
             browser.close()
+
+
+def test_chromium_plays_the_annotated_video(tmp_path, face_image, random_checkpoint):
+    """`ferkit video` writes what a browser plays: H.264 MP4 reaches HAVE_CURRENT_DATA, no media error."""
+    from conftest import clip_with_tone
+
+    from ferkit.cli import main
+
+    clip = clip_with_tone(tmp_path / "in.mp4", [np.roll(face_image, 3 * i, axis=1) for i in range(20)])
+    out = tmp_path / "out.mp4"
+    assert main(["video", str(clip), "--out", str(out), "--quiet", "--model", str(random_checkpoint)]) == 0
+    (tmp_path / "play.html").write_text('<video id="v" src="out.mp4" muted preload="auto"></video>')
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = browser.new_page()
+            page.goto((tmp_path / "play.html").as_uri())
+            page.wait_for_function("document.getElementById('v').readyState >= 2 || document.getElementById('v').error",
+                                   timeout=30_000)
+            state = page.evaluate("(() => { const v = document.getElementById('v'); "
+                                  "return [v.readyState, v.error && v.error.code, v.videoWidth, v.duration]; })()")
+            assert state[1] is None and state[0] >= 2 and state[2] == 640 and abs(state[3] - 2.0) < 0.2, state
+        finally:
+            browser.close()

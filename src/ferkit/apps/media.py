@@ -17,7 +17,6 @@ from ferkit.infer.predictor import Face, load_image
 COLORS = {"angry": (40, 40, 230), "disgust": (40, 140, 40), "fear": (160, 60, 160), "sad": (200, 120, 40),
           "happy": (40, 200, 240), "surprise": (230, 160, 40), "neutral": (200, 200, 200)}
 EXAMPLES_DIR = Path(__file__).parents[1] / "examples"
-VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 
 
 def example_images() -> list[Path]:
@@ -134,16 +133,3 @@ def open_video(source: str | int) -> tuple[cv2.VideoCapture, float, int]:
     fps = capture.get(cv2.CAP_PROP_FPS)
     fps = fps if fps and 0 < fps < 1000 else 30.0
     return capture, fps, max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)))
-
-
-def video_writer(path: str | Path, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
-    """A writer for ``path`` with a codec OpenCV's wheels always have (mp4v for .mp4, MJPG for .avi)."""
-    path = Path(path)
-    codec = VIDEO_CODECS.get(path.suffix.lower())
-    if codec is None:
-        raise ValueError(f"{path}: unsupported video type; use one of {sorted(VIDEO_CODECS)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, size)
-    if not writer.isOpened():
-        raise ValueError(f"{path}: cannot write a video there")
-    return writer

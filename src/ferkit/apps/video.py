@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ferkit.apps.media import FpsMeter, annotate, open_video, refuse_overwriting, video_writer
+from ferkit.apps.encode import video_writer
+from ferkit.apps.media import FpsMeter, annotate, open_video, refuse_overwriting
 from ferkit.infer.pipeline import FacePipeline
 
 MIN_PLOTTED_SECONDS = 1.0  # tracks seen for less time are counted, not drawn, in the timeline plot
@@ -49,9 +50,11 @@ def process_video(
     max_frames: int = 0,
     progress: bool = True,
     summary: str | Path | None = None,
+    codec: str | None = None,
 ) -> VideoResult:
     """Run ``pipeline`` over every frame of ``source``; write the annotated video, the timeline CSV,
-    the plot and the per-track summary (JSON, :func:`track_summary`) where asked. Raises
+    the plot and the per-track summary (JSON, :func:`track_summary`) where asked; the video is H.264
+    with the input's sound for .mp4 (``codec``: see :func:`ferkit.apps.encode.video_writer`). Raises
     ``ValueError`` for a video that cannot be read or has no frames."""
     refuse_overwriting([source], [out, timeline_csv, plot, summary])
     capture, fps, total = open_video(str(source))
@@ -83,7 +86,7 @@ def process_video(
                                    *(f"{p:.5f}" for p in face.scores)])
             if out:
                 if writer is None:
-                    writer = video_writer(out, fps, (frame.shape[1], frame.shape[0]))
+                    writer = video_writer(out, fps, (frame.shape[1], frame.shape[0]), codec, audio_from=source)
                 writer.write(annotate(frame, faces, meter.fps if meter.frames else None))
             if table:
                 table.flush()
