@@ -64,7 +64,7 @@ def test_live_webcam_and_upload(server_url, face_image, tmp_path):
             page.goto(server_url)
             page.click("#camera")
             page.wait_for_selector("#faces .face", timeout=30_000)  # a labelled face from the live stream
-            assert page.inner_text("#faces .face .face-label").startswith("Face 1: ")
+            assert page.inner_text("#faces .face .face-label").startswith("Face #0: ")  # numbered as the CLI and API do
             assert page.locator("#faces .face .bar").count() == 4
             page.wait_for_function("document.getElementById('fps').textContent.includes('FPS')", timeout=30_000)
             page.click("#camera")  # stop

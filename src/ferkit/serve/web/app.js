@@ -35,7 +35,7 @@ function draw(source, result) {
   result.faces.forEach((face, i) => {
     const { x, y, w, h } = face.box;
     const color = COLORS[face.emotion] || "#2d5be3";
-    const label = `${i + 1}: ${describe(face)}`;
+    const label = `#${face.track_id ?? i} ${describe(face)}`;
     context.strokeStyle = color;
     context.setLineDash(face.emotion === "uncertain" ? [8 * scale, 6 * scale] : []);
     context.strokeRect(x, y, w, h);
@@ -64,7 +64,7 @@ function listFaces(faces) {
     item.className = "face";
     const label = document.createElement("div");
     label.className = "face-label";
-    label.textContent = `Face ${i + 1}: ${describe(face)}`;
+    label.textContent = `Face #${face.track_id ?? i}: ${describe(face)}`;
     item.append(label);
     for (const [name, p] of Object.entries(face.probabilities)) {
       const bar = document.createElement("div");
