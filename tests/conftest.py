@@ -70,7 +70,12 @@ def private_cache(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture
-def fer_csv(tmp_path) -> Path:
+def fer_csv(tmp_path, monkeypatch) -> Path:
+    """A small synthetic FER2013 file; FER+'s votes (for recipes and options that use them) become
+    :func:`ferplus_lines`, which describe its rows as the real FER+ file describes the real ones."""
+    from ferkit import data as data_module
+
+    monkeypatch.setattr(data_module, "FERPLUS_VOTES", write_csv(tmp_path / "fer2013new.csv", ferplus_lines()))
     return write_csv(tmp_path / "fer2013.csv", synthetic_rows())
 
 
