@@ -20,16 +20,10 @@ import sys
 import numpy as np
 from common import machine
 
-from ferkit.calibration import calibration_metrics, fit_temperature, risk_coverage
+from ferkit.calibration import calibration_metrics, fit_temperature, raw_logits, risk_coverage
 from ferkit.data import load_fer2013, split_labels
 from ferkit.folders import list_folder
 from ferkit.infer.predictor import EmotionPredictor, load_image, resize_face
-
-
-def raw_logits(predictor: EmotionPredictor, faces: np.ndarray) -> np.ndarray:
-    """The network's own logits (no temperature) for uint8 faces (N, 48, 48), in batches."""
-    batches = [faces[i : i + 512, None].astype(np.float32) / 255 for i in range(0, len(faces), 512)]
-    return np.concatenate([predictor.classifier.logits(b) for b in batches])
 
 
 def softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
@@ -49,17 +43,17 @@ def main() -> None:
     predictor = EmotionPredictor(args.model, device="cpu", backend=args.backend)
     k = len(predictor.class_names)
     arrays = load_fer2013(args.data)
-    public = raw_logits(predictor, arrays.split("PublicTest")[0])
+    public = raw_logits(predictor.classifier, arrays.split("PublicTest")[0])
     fitted = fit_temperature(public, split_labels(arrays, "PublicTest", k, "fer2013"))
     sets = {}
-    private = raw_logits(predictor, arrays.split("PrivateTest")[0])
+    private = raw_logits(predictor.classifier, arrays.split("PrivateTest")[0])
     for labels in ("fer2013", "ferplus"):
         y = split_labels(arrays, "PrivateTest", k, labels)
         sets[f"PrivateTest ({labels} labels)"] = (private[y >= 0], y[y >= 0])
     if args.folder:
         files, y, _ = list_folder(args.folder, k)
         faces = np.stack([resize_face(load_image(f)) for f in files])
-        sets[f"{args.folder} (crops)"] = (raw_logits(predictor, faces), y)
+        sets[f"{args.folder} (crops)"] = (raw_logits(predictor.classifier, faces), y)
     record = {"command": "python benchmarks/calibration.py " + " ".join(sys.argv[1:]),
               "date": datetime.date.today().isoformat(), "machine": machine(), "model": str(predictor.checkpoint_path),
               "backend": predictor.backend, "stored_temperature": predictor.classifier.temperature,

@@ -142,6 +142,12 @@ def plot_reliability(metrics: dict[str, Any], path: str | os.PathLike, title: st
     plt.close(fig)
 
 
+def raw_logits(classifier, faces: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """A classifier's own logits (no temperature) for uint8 faces (N, 48, 48), in batches."""
+    return np.concatenate([classifier.logits(faces[i : i + batch_size, None].astype(np.float32) / 255)
+                           for i in range(0, len(faces), batch_size)])
+
+
 def calibrate_model(model: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike | None = None,
                     labels: str = "fer2013") -> tuple[float, Path]:
     """Fit a model's temperature on FER2013 PublicTest (scored as :class:`ferkit.EmotionPredictor`
@@ -162,9 +168,7 @@ def calibrate_model(model: str | os.PathLike, data: str | os.PathLike, out: str 
     pixels, _ = arrays.split("PublicTest")
     y = split_labels(arrays, "PublicTest", len(classifier.class_names), labels)
     kept = y >= 0
-    logits = np.concatenate([classifier.logits(pixels[i: i + 512, None].astype(np.float32) / 255)
-                             for i in range(0, len(pixels), 512)])
-    temperature = fit_temperature(logits[kept], y[kept])
+    temperature = fit_temperature(raw_logits(classifier, pixels)[kept], y[kept])
     if model.suffix == ".onnx":
         set_onnx_temperature(model, out, temperature)
     else:

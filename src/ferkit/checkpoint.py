@@ -14,6 +14,7 @@ import os
 import pickle
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,18 +40,24 @@ def publish(staged: str | os.PathLike, path: str | os.PathLike) -> None:
     os.replace(staged, path)
 
 
-def save_atomic(obj: dict[str, Any], path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file, then rename: an interrupted save leaves the old file intact."""
+def write_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """``write(temporary_path)`` beside ``path``, then rename it over ``path`` (mode 0644): an
+    interrupted write leaves the old file intact and no half-written one behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        write(tmp)
         publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_atomic(obj: dict[str, Any], path: str | os.PathLike) -> None:
+    """``torch.save`` through :func:`write_atomic`."""
+    write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def make_checkpoint(

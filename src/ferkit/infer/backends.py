@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ferkit.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, publish
+from ferkit.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, write_atomic
 from ferkit.data import IMAGE_SIZE
 from ferkit.defaults import BACKENDS
 
@@ -191,14 +191,7 @@ def export_onnx(
         proto = onnx.load(str(fp32))
         for key, value in metadata.items():
             proto.metadata_props.add(key=key, value=value)
-        fd, staged = tempfile.mkstemp(dir=out.parent, prefix=out.name, suffix=".tmp")
-        os.close(fd)
-        try:  # write, then rename: an interrupted export leaves no half-written model behind
-            onnx.save(proto, staged)
-            publish(staged, out)
-        except BaseException:
-            Path(staged).unlink(missing_ok=True)
-            raise
+        write_atomic(out, lambda staged: onnx.save(proto, staged))  # no half-written model if interrupted
     return out
 
 
@@ -238,16 +231,8 @@ def set_onnx_temperature(model: str | os.PathLike, out: str | os.PathLike, tempe
     del proto.metadata_props[:]
     for key, value in [*kept, ("temperature", str(temperature))]:
         proto.metadata_props.add(key=key, value=value)
-    out = Path(out)
-    fd, staged = tempfile.mkstemp(dir=out.parent, prefix=out.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        onnx.save(proto, staged)
-        publish(staged, out)
-    except BaseException:
-        Path(staged).unlink(missing_ok=True)
-        raise
-    return out
+    write_atomic(out, lambda staged: onnx.save(proto, staged))
+    return Path(out)
 
 
 def cached_onnx(checkpoint: str | os.PathLike, ckpt: dict | None = None) -> Path:
