@@ -58,6 +58,7 @@ GOOD_PIXELS = " ".join(["7"] * 2304)
         (f"happy,{GOOD_PIXELS},Training", "emotion label b'happy'"),
         (f"3,{GOOD_PIXELS},Validation", "unknown Usage b'Validation'"),
         (f"3,{GOOD_PIXELS}", "expected 3 columns"),
+        (f"3,{' '.join([GOOD_PIXELS] * 15)},Training", "longer than 65536 bytes"),
     ],
 )
 def test_bad_rows_are_reported_with_line_and_reason(tmp_path, row, reason):
@@ -75,6 +76,32 @@ def test_missing_column_in_header(tmp_path):
     path.write_text(f"emotion,pixels\n3,{GOOD_PIXELS}\n")
     with pytest.raises(DataError, match=r"line 1: .*lacks column\(s\) \['Usage'\]"):
         parse_fer2013_csv(path)
+
+
+def test_huge_line_costs_no_memory_and_a_short_error(tmp_path):
+    """A file with no newline (here 96 MiB) is refused with a one-line error, never held in memory."""
+    import subprocess
+    import sys
+
+    flat = tmp_path / "flat.csv"
+    with open(flat, "wb") as f:
+        f.write(b"emotion,pixels,Usage\n")
+        for _ in range(96):
+            f.write(b"7 " * (1 << 19))
+    code = ("import resource, sys; from ferkit.data import parse_fer2013_csv, DataError\n"
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "try: parse_fer2013_csv(sys.argv[1])\n"
+            "except DataError as e: msg = str(e)\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before, len(msg)); print(msg)")
+    out = subprocess.run([sys.executable, "-c", code, str(flat)], capture_output=True, text=True, check=True).stdout
+    grown_kib, msg_len = map(int, out.split("\n")[0].split())
+    assert grown_kib < 16 << 10 and msg_len < 300, out[:500]
+    assert "line 2: longer than 65536 bytes" in out
+    no_header = tmp_path / "no_header.csv"
+    no_header.write_bytes(b"1," * (40 << 10))
+    with pytest.raises(DataError, match="line 1 is longer than 65536 bytes") as err:
+        parse_fer2013_csv(no_header)
+    assert len(str(err.value)) < 300
 
 
 def test_missing_and_unreadable_files(tmp_path):
@@ -116,6 +143,22 @@ def test_cache_hit_and_invalidation(fer_csv, monkeypatch):
     os.utime(fer_csv, ns=(time.time_ns(), time.time_ns() + 10**9))
     third = load_fer2013(fer_csv)
     assert calls == [1] and not np.array_equal(first.pixels, third.pixels)
+
+
+def test_cache_sees_an_edit_in_the_middle(tmp_path, monkeypatch):
+    """An edit deep inside a file (past its first and last MiB) that keeps its size and modification
+    time is parsed again, not served from the cache."""
+    path = write_csv(tmp_path / "big.csv", synthetic_rows({"Training": 500, "PublicTest": 50, "PrivateTest": 50}))
+    assert path.stat().st_size > 4 << 20
+    first = load_fer2013(path)
+    st = path.stat()
+    raw = bytearray(path.read_bytes())
+    middle = raw.index(b"\n", len(raw) // 2) + 1  # the label digit of a row in the middle
+    raw[middle : middle + 1] = b"0" if raw[middle : middle + 1] != b"0" else b"1"
+    path.write_bytes(bytes(raw))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+    assert not np.array_equal(first.emotion, load_fer2013(path).emotion)
 
 
 def test_corrupt_cache_is_rebuilt(fer_csv):
