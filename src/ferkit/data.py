@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import sys
 import tempfile
 import zlib
 from collections.abc import Iterator, Sequence
@@ -370,7 +371,7 @@ def _write_cache(target: Path, arrays: Fer2013Arrays) -> None:
             )
         os.replace(tmp, target)  # atomic: a reader never sees half a cache file
     except OSError as e:
-        print(f"warning: could not write the data cache {target}: {e}")
+        print(f"warning: could not write the data cache {target}: {e}", file=sys.stderr)
 
 
 def describe_splits(arrays: Fer2013Arrays, num_classes: int) -> str:

@@ -40,6 +40,15 @@ def test_predictor_backends_agree(random_checkpoint, onnx_model, face_image):
         assert np.abs(predictor.predict_emotion_from_frame(face_image, box)[2] - torch_probs).max() < 1e-4
 
 
+def test_unwritable_cache_costs_an_export_not_the_run(random_checkpoint, face_image, tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    monkeypatch.setenv("FERKIT_CACHE_DIR", str(blocker / "cache"))  # under a file: nothing can be written
+    predictor = EmotionPredictor(random_checkpoint, device="cpu", backend="onnx")
+    assert predictor.backend == "onnxruntime" and "exporting it for this run only" in capsys.readouterr().err
+    assert predictor.predict_emotion_from_frame(face_image, (215, 120, 210, 240))[2].shape == (4,)
+
+
 def test_int8_export(random_checkpoint, onnx_model, tmp_path):
     faces = np.random.default_rng(0).integers(0, 256, (96, 48, 48), dtype=np.uint8)
     path = export_onnx(random_checkpoint, tmp_path / "int8.onnx", calibration=faces)

@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import tempfile
 import warnings
 from collections.abc import Sequence
@@ -304,5 +305,12 @@ def load_classifier(checkpoint: Path, backend: str = "auto", device: torch.devic
         return OnnxClassifier(shipped.onnx, threads=threads)  # its class names are in its metadata
     ckpt = load_checkpoint(checkpoint)
     if use_onnx:
-        return OnnxClassifier(cached_onnx(checkpoint, ckpt), class_names=ckpt["class_names"], threads=threads)
+        try:
+            return OnnxClassifier(cached_onnx(checkpoint, ckpt), class_names=ckpt["class_names"], threads=threads)
+        except OSError as e:  # an unwritable cache costs an export per run, never the run
+            print(f"warning: cannot keep the ONNX export of {checkpoint} in the cache ({e}); exporting it for "
+                  "this run only", file=sys.stderr)
+            with tempfile.TemporaryDirectory() as tmp:  # ONNX Runtime holds the model once the session is made
+                onnx = export_onnx(checkpoint, Path(tmp) / "model.onnx", ckpt=ckpt)
+                return OnnxClassifier(onnx, class_names=ckpt["class_names"], threads=threads)
     return TorchClassifier(model_from_checkpoint(ckpt, checkpoint), ckpt["class_names"], device, ckpt["temperature"])
