@@ -54,9 +54,7 @@ def test_live_webcam_and_upload(server_url, face_image, tmp_path):
     photo = tmp_path / "photo.png"
     cv2.imwrite(str(photo), face_image)
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-video-capture={clip}"])
+        browser = _launch(p, clip)
         try:
             page = browser.new_page()
             errors = []
@@ -77,6 +75,82 @@ def test_live_webcam_and_upload(server_url, face_image, tmp_path):
             assert width == 640 and errors == []
         finally:
             browser.close()
+
+
+def _launch(p, clip=None):
+    args = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+    return p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                             args=args + ([f"--use-file-for-fake-video-capture={clip}"] if clip else []))
+
+
+def test_live_face_keeps_its_id_and_its_label_steady(server_url, face_image, tmp_path):
+    """A steady face on the fake camera for 12 s over the live WebSocket: one id throughout, and its
+    label flips at most once per 5 seconds."""
+    jitter = [0, 2, 4, 6, 4, 2] * 4  # a face moving a few pixels to and fro, looped by the fake camera
+    clip = write_y4m(tmp_path / "steady.y4m", [np.roll(face_image, dx, axis=1) for dx in jitter])
+    with playwright.sync_playwright() as p:
+        browser = _launch(p, clip)
+        try:
+            page = browser.new_page()
+            sockets = []
+            page.on("websocket", lambda ws: sockets.append(ws.url))
+            page.goto(server_url)
+            assert page.is_visible("#idle") and "Upload a photo" in page.inner_text("#idle")  # not a black box
+            assert not page.is_visible("#canvas")
+            page.click("#camera")
+            page.wait_for_selector("#faces .face", timeout=30_000)
+            seen, start = [], time.monotonic()
+            while time.monotonic() - start < 12:
+                seen.append(page.locator("#faces .face-label").all_inner_texts())
+                time.sleep(0.1)
+            page.click("#camera")
+        finally:
+            browser.close()
+    assert sockets == [server_url.replace("http", "ws") + "/v1/live"]  # one session for the whole stream
+    assert all(len(labels) == 1 and labels[0].startswith("Face #0: ") for labels in seen), seen[:5]
+    emotions = [labels[0].split(": ")[1].split()[0] for labels in seen]
+    flips = sum(a != b for a, b in zip(emotions, emotions[1:], strict=False))
+    assert flips <= 12 // 5, emotions
+
+
+def test_page_at_phone_width(server_url, face_image, tmp_path):
+    """A tall photo on a 390x844 screen: the result shows without scrolling, labels stay inside the
+    image and are readable (the screenshot shows each label's band where the page says it drew it)."""
+    tall = np.full((2400, 1500, 3), 110, np.uint8)
+    tall[:480, 1500 - 640 :] = face_image  # the face near the top right corner, where labels run off
+    photo = tmp_path / "tall.jpg"
+    cv2.imwrite(str(photo), tall)
+    with playwright.sync_playwright() as p:
+        browser = _launch(p)
+        try:
+            page = browser.new_page(viewport={"width": 390, "height": 844})
+            page.goto(server_url)
+            page.set_input_files("#file", str(photo))
+            page.wait_for_function("document.getElementById('status').textContent === '1 face found.'",
+                                   timeout=30_000)
+            layout = page.evaluate("""(() => {
+                const c = document.getElementById('canvas');
+                return {labels: JSON.parse(c.dataset.labels), width: c.width, height: c.height,
+                        shown: c.clientWidth,
+                        results: document.querySelector('#faces .face').getBoundingClientRect().top,
+                        page: document.documentElement.scrollWidth, emotion:
+                        document.querySelector('#faces .face-label').textContent.split(': ')[1].split(' ')[0]};
+            })()""")
+            shot = cv2.imdecode(np.frombuffer(page.locator("#canvas").screenshot(), np.uint8), cv2.IMREAD_COLOR)
+        finally:
+            browser.close()
+    assert layout["results"] < 844 and layout["page"] <= 390  # no scrolling to the result, no sideways scroll
+    (label,) = layout["labels"]
+    assert 0 <= label["left"] and label["left"] + label["width"] <= layout["width"]
+    assert 0 <= label["top"] and label["top"] + label["height"] <= layout["height"]
+    on_screen = layout["shown"] / layout["width"]
+    assert label["height"] * on_screen >= 18  # 16 px text in its band, on a phone as on a monitor
+    colors = {"angry": (40, 40, 230), "sad": (200, 120, 40), "happy": (40, 200, 240), "neutral": (160, 160, 160),
+              "uncertain": (255, 255, 255)}  # BGR of the page's COLORS
+    x0, y0 = (round(v * shot.shape[1] / layout["width"]) for v in (label["left"], label["top"]))
+    x1 = round((label["left"] + label["width"]) * shot.shape[1] / layout["width"])
+    band = shot[y0 + 1 : y0 + 3, x0 + 1 : x1 - 1].reshape(-1, 3).astype(int)  # the band's top rows, above the text
+    assert np.abs(band - colors[layout["emotion"]]).max(axis=1).mean() < 40
 
 
 def test_api_docs_work_offline(server_url):

@@ -4,7 +4,8 @@
     curl -F file=@photo.jpg http://127.0.0.1:8000/v1/predict
 
 Endpoints: ``POST /v1/predict`` (one image, multipart field ``file``), ``POST /v1/predict/batch``
-(several, field ``files``), ``GET /v1/health``, ``GET /v1/model`` and its card ``/v1/model/card``,
+(several, field ``files``), the WebSocket ``/v1/live`` (a stream of frames, faces tracked: ``serve.live``),
+``GET /v1/health``, ``GET /v1/model`` and its card ``/v1/model/card``,
 the page at ``/`` and the OpenAPI docs at ``/docs`` and ``/redoc`` (offline). Requests pass a Host
 check and a body limit on the way in. The analysis itself (decoding, pipelines, worker processes)
 is ``serve.workers``: each request runs in a worker thread or process, so the event loop never blocks.
@@ -18,7 +19,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import FastAPI, File, Request, UploadFile
+from fastapi import FastAPI, File, Request, UploadFile, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
@@ -26,7 +27,8 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 
-from ferkit.serve.config import ServiceConfig, host_name
+from ferkit.serve.config import ServiceConfig, host_refusal
+from ferkit.serve.live import LiveSessions, websocket_refusal
 from ferkit.serve.workers import (
     CHUNK,
     MODEL_CARD_URL,
@@ -166,10 +168,8 @@ def create_app(config: ServiceConfig | None = None, processes: int = 0) -> FastA
     @app.middleware("http")
     async def check_host(request: Request, call_next):
         """Refuse requests addressed to a name this service does not answer to (DNS rebinding)."""
-        host = request.headers.get("host", "")
-        if "*" not in config.allowed_hosts and host_name(host) not in config.allowed_hosts:
-            return JSONResponse({"detail": f"host {host!r} is not allowed (ferkit serve --allowed-hosts "
-                                           f"{' '.join(config.allowed_hosts)} NAME to add one)"}, status_code=400)
+        if refusal := host_refusal(request.headers.get("host", ""), config.allowed_hosts):
+            return JSONResponse({"detail": refusal}, status_code=400)
         return await call_next(request)
 
     # Bodies are limited as they arrive (the form parser would otherwise store a whole upload first):
@@ -216,6 +216,38 @@ def create_app(config: ServiceConfig | None = None, processes: int = 0) -> FastA
         results = [await analyse(data, name) for data, name in uploads]
         return {"results": [{**r, "model": model_name} for r in results], "model": model_name,
                 "timing_ms": {"total": round(1000 * (time.perf_counter() - start), 2)}}
+
+    live_sessions = LiveSessions(config, workers, model_name, pool.sample.predictor if pool else None)
+    app.state.live = live_sessions
+
+    @app.websocket("/v1/live")
+    async def live(websocket: WebSocket) -> None:
+        """A live stream: binary frames in, one JSON answer per frame out, faces tracked (``serve.live``)."""
+        if refusal := websocket_refusal(websocket.headers, config):
+            await websocket.close(code=1008, reason=refusal)
+            return
+        await websocket.accept()
+        started = live_sessions.start()
+        if started is None:
+            await websocket.send_json({"error": f"{config.max_live_sessions} live sessions are open, the most this "
+                                                "service takes: try again later", "status": 503})
+            await websocket.close(code=1013)
+            return
+        session_id, session = started
+        try:
+            while (message := await websocket.receive())["type"] != "websocket.disconnect":
+                if message.get("bytes") is None:
+                    answer = {"error": "send frames as binary messages (JPEG or PNG bytes)", "status": 400}
+                else:
+                    try:
+                        answer = await run_in_threadpool(session.process, message["bytes"])
+                    except RequestError as e:
+                        answer = {"error": e.message, "status": e.status}
+                await websocket.send_json(answer)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            live_sessions.end(session_id)
 
     @app.get("/v1/health", summary="Whether the service is up, and its worker processes")
     async def health() -> dict:

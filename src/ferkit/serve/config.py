@@ -18,6 +18,13 @@ def host_name(header: str) -> str:
     return name.rsplit(":", 1)[0] if name.count(":") == 1 else name
 
 
+def host_refusal(header: str, allowed: tuple[str, ...]) -> str | None:
+    """Why a request addressed to ``header`` (its ``Host``) is refused, or None if ``allowed`` names it."""
+    if "*" in allowed or host_name(header) in allowed:
+        return None
+    return f"host {header!r} is not allowed (ferkit serve --allowed-hosts {' '.join(allowed)} NAME to add one)"
+
+
 @dataclass(frozen=True)
 class ServiceConfig:
     """How one service process runs.
@@ -32,6 +39,7 @@ class ServiceConfig:
     loopback only, so that a web page on another site cannot reach this service through a DNS
     name that resolves to 127.0.0.1 (DNS rebinding). ``cors_origins``: web origins (``https://app.example``)
     whose pages may call the API from a browser; none by default (the service's own page needs none).
+    ``max_live_sessions``: live WebSocket streams open at once (each holds its own face tracks).
     """
 
     model: str | None = None
@@ -45,6 +53,7 @@ class ServiceConfig:
     max_pixels: int = 40_000_000
     allowed_hosts: tuple[str, ...] = LOOPBACK_NAMES
     cors_origins: tuple[str, ...] = ()
+    max_live_sessions: int = 8
     max_requests_per_worker: int = 2000  # then a worker process is replaced (bounds leaked native memory)
     pipelines: int = 1
     threads: int = 1

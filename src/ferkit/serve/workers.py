@@ -5,7 +5,6 @@ and pixel limits."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import multiprocessing
@@ -21,10 +20,11 @@ from dataclasses import asdict
 
 import cv2
 import numpy as np
+from starlette.concurrency import run_in_threadpool
 
 from ferkit.data import EMOTIONS_7, class_mapping
 from ferkit.infer.backends import bundled
-from ferkit.infer.detection import create_detector
+from ferkit.infer.detection import Detection, create_detector
 from ferkit.infer.pipeline import FacePipeline
 from ferkit.infer.predictor import EmotionPredictor
 from ferkit.serve.config import ServiceConfig
@@ -129,18 +129,21 @@ class WorkerProcesses:
             self.executor = start_workers(self.config, self.processes)
             self.restarts += 1
 
-    async def run(self, fn, *args):
-        """``fn(*args)`` in a worker process; a 503 if the worker died meanwhile (the pool is then
-        replaced, and the next request is served)."""
-        loop = asyncio.get_running_loop()
+    def call(self, fn, *args):
+        """``fn(*args)`` in a worker process, waiting for it; a 503 if the worker died meanwhile (the
+        pool is then replaced, and the next call is served)."""
         if not self.healthy():
-            await loop.run_in_executor(None, self.heal)
+            self.heal()
         try:
-            return await loop.run_in_executor(self.executor, fn, *args)
+            return self.executor.submit(fn, *args).result()
         except BrokenProcessPool:
-            await loop.run_in_executor(None, self.heal)
+            self.heal()
             raise RequestError(503, "a worker process died while analysing this image; the workers were "
                                     "restarted: send it again") from None
+
+    async def run(self, fn, *args):
+        """:meth:`call` from the event loop (it waits in a thread)."""
+        return await run_in_threadpool(self.call, fn, *args)
 
     def state(self) -> dict:
         """What ``/v1/health`` reports about the workers."""
@@ -199,6 +202,11 @@ def _ready(seconds: float) -> int:
 def predict_in_worker(data: bytes, name: str) -> dict:
     """Analyse one upload in a worker process (see :func:`start_workers`)."""
     return _process_pool.predict(data, name)
+
+
+def detect_in_worker(frame: np.ndarray, scale: float) -> list[Detection]:
+    """The faces of a frame, found by a worker process's detector (for live sessions)."""
+    return _process_pool.sample.detector.detect(frame, scale)
 
 
 def worker_model_info() -> dict:

@@ -1,10 +1,12 @@
-// ferkit's page: upload a photo, or stream the webcam to the service at a steady rate, and draw
-// every face's box, label and class probabilities. No external assets: everything comes from the service.
+// ferkit's page: upload a photo, or stream the webcam to the service over one WebSocket (/v1/live: the
+// service tracks the faces and smooths their probabilities, as `ferkit webcam` does), and draw every
+// face's box, label and class probabilities. No external assets: everything comes from the service.
 "use strict";
 
 const COLORS = { angry: "#e62828", disgust: "#288c28", fear: "#a03ca0", sad: "#2878c8",
                  happy: "#f0c828", surprise: "#28a0e6", neutral: "#a0a0a0", uncertain: "#ffffff" };
 const FRAME_INTERVAL_MS = 100;  // at most 10 frames a second; a frame is sent only when the last answer is in
+const LABEL_PX = 16;  // label text height on screen, in CSS pixels, whatever the image's size
 
 const canvas = document.getElementById("canvas");
 const context = canvas.getContext("2d");
@@ -13,7 +15,9 @@ const facesList = document.getElementById("faces");
 const statusText = document.getElementById("status");
 const fpsText = document.getElementById("fps");
 const cameraButton = document.getElementById("camera");
+const idle = document.getElementById("idle");
 let stream = null;
+let live = null;  // the WebSocket of the running live session
 let answered = [];  // times of the last answers, for the frame rate
 
 async function predict(blob, name) {
@@ -28,10 +32,14 @@ async function predict(blob, name) {
 function draw(source, result) {
   canvas.width = result.width;
   canvas.height = result.height;
+  idle.hidden = true;
+  canvas.hidden = false;
   context.drawImage(source, 0, 0, canvas.width, canvas.height);
-  const scale = Math.max(1, canvas.width / 640);
+  // image pixels per CSS pixel: labels keep their on-screen size on a phone and on a 4K photo alike
+  const scale = canvas.width / Math.max(1, canvas.clientWidth);
   context.lineWidth = 3 * scale;
-  context.font = `${16 * scale}px system-ui, sans-serif`;
+  context.font = `${LABEL_PX * scale}px system-ui, sans-serif`;
+  const labels = [];
   result.faces.forEach((face, i) => {
     const { x, y, w, h } = face.box;
     const color = COLORS[face.emotion] || "#2d5be3";
@@ -40,13 +48,22 @@ function draw(source, result) {
     context.setLineDash(face.emotion === "uncertain" ? [8 * scale, 6 * scale] : []);
     context.strokeRect(x, y, w, h);
     context.setLineDash([]);
-    const width = context.measureText(label).width + 8 * scale;
-    const top = Math.max(0, y - 22 * scale);
+    // the label above the box, else below it, else inside its top: the first spot inside the image
+    // that no earlier label covers (shifted left or up where it would run off the image)
+    const width = Math.min(canvas.width, context.measureText(label).width + 8 * scale);
+    const height = (LABEL_PX + 6) * scale;
+    const left = Math.min(Math.max(0, x), canvas.width - width);
+    const spots = [y - height, y + h, y].filter((t) => t >= 0 && t + height <= canvas.height);
+    const free = spots.find((t) => !labels.some((l) => left < l.left + l.width && l.left < left + width &&
+                                                        t < l.top + l.height && l.top < t + height));
+    const top = free ?? spots[0] ?? Math.max(0, Math.min(y, canvas.height - height));
     context.fillStyle = color;
-    context.fillRect(x, top, width, 22 * scale);
+    context.fillRect(left, top, width, height);
     context.fillStyle = "#000";
-    context.fillText(label, x + 4 * scale, top + 16 * scale);
+    context.fillText(label, left + 4 * scale, top + (LABEL_PX + 1) * scale, width - 8 * scale);
+    labels.push({ left, top, width, height, cssHeight: height / scale });
   });
+  canvas.dataset.labels = JSON.stringify(labels);  // where the labels went, in image pixels
   listFaces(result.faces);
 }
 
@@ -98,14 +115,33 @@ function stopCamera() {
   if (!stream) return;
   stream.getTracks().forEach((track) => track.stop());
   stream = null;
+  if (live) live.close();
+  live = null;
   video.hidden = true;
   cameraButton.textContent = "Start webcam";
   fpsText.textContent = "";
 }
 
-async function cameraLoop() {
+// One live session: a frame goes out once the answer to the last one is in.
+function openLive() {
+  return new Promise((resolve, reject) => {
+    const socket = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/v1/live`);
+    socket.binaryType = "arraybuffer";
+    socket.onopen = () => resolve(socket);
+    socket.onerror = () => reject(new Error("the live session could not be opened"));
+  });
+}
+
+function answerOf(socket) {
+  return new Promise((resolve, reject) => {
+    socket.onmessage = (event) => resolve(JSON.parse(event.data));
+    socket.onclose = (event) => reject(new Error(event.reason || "the live session closed"));
+  });
+}
+
+async function cameraLoop(socket) {
   const frame = document.createElement("canvas");
-  while (stream) {
+  while (stream && live === socket) {
     const started = performance.now();
     if (video.videoWidth) {
       frame.width = video.videoWidth;
@@ -113,8 +149,11 @@ async function cameraLoop() {
       frame.getContext("2d").drawImage(video, 0, 0);
       const blob = await new Promise((resolve) => frame.toBlob(resolve, "image/jpeg", 0.85));
       try {
-        const result = await predict(blob, "webcam.jpg");
-        if (!stream) break;
+        const answer = answerOf(socket);
+        socket.send(await blob.arrayBuffer());
+        const result = await answer;
+        if (!stream || live !== socket) break;
+        if (result.error) throw new Error(result.error);
         draw(frame, result);
         const now = performance.now();
         answered = answered.filter((t) => now - t < 2000).concat(now);
@@ -123,6 +162,7 @@ async function cameraLoop() {
         }
       } catch (error) {
         statusText.textContent = `Error: ${error.message}`;
+        if (socket.readyState !== WebSocket.OPEN) return stopCamera();
       }
     }
     const wait = FRAME_INTERVAL_MS - (performance.now() - started);
@@ -138,10 +178,16 @@ cameraButton.addEventListener("click", async () => {
     statusText.textContent = `Camera unavailable: ${error.message}`;
     return;
   }
+  try {
+    live = await openLive();
+  } catch (error) {
+    statusText.textContent = `Error: ${error.message}`;
+    return stopCamera();
+  }
   video.srcObject = stream;
   await video.play();
   cameraButton.textContent = "Stop webcam";
   statusText.textContent = "Streaming…";
   answered = [];
-  cameraLoop();
+  cameraLoop(live);
 });
