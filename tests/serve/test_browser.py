@@ -28,7 +28,8 @@ def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server_url(random_checkpoint):
+def server_url():
+    """The service with the bundled model, as users run it."""
     import uvicorn
 
     from ferkit.serve.app import create_app
@@ -37,7 +38,7 @@ def server_url(random_checkpoint):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(ServiceConfig(model=str(random_checkpoint), device="cpu")),
+    server = uvicorn.Server(uvicorn.Config(create_app(ServiceConfig(device="cpu")),
                                            host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
