@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from ferkit.infer.backends import MODELS
 from ferkit.infer.predictor import EmotionPredictor, Face, crop_face, detect_faces, to_gray
 
 
@@ -86,3 +87,20 @@ def test_bundled_model_loads():
     predictor = EmotionPredictor(device="cpu")
     assert predictor.class_names == ("angry", "sad", "happy", "neutral")
     assert predictor.checkpoint_path.stat().st_size < 25 * 2**20
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_bundled_model_ships_whole(name, face_image):
+    """Weights and int8 export under 25 MB each, a card that names it and its figures, both backends agree."""
+    import json
+
+    model = MODELS[name]
+    assert model.weights.stat().st_size < 25 * 2**20 and model.onnx.stat().st_size < 25 * 2**20
+    card = json.loads(model.card.read_text())
+    assert card["name"] == name and 0.5 < card["accuracy"]["onnxruntime_int8"]["PrivateTest"] < 0.9
+    classes = {"fast": 4, "fast7": 7}.get(name)
+    onnx, torch_fp32 = (EmotionPredictor(name, device="cpu", backend=b) for b in ("onnx", "torch"))
+    assert onnx.backend == "onnxruntime-int8" and len(onnx.class_names) == len(torch_fp32.class_names) == classes
+    box = (215, 120, 210, 240)
+    assert np.abs(onnx.predict_emotion_from_frame(face_image, box)[2]
+                  - torch_fp32.predict_emotion_from_frame(face_image, box)[2]).max() < 0.1
