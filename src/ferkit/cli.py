@@ -54,6 +54,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="auto: ONNX Runtime on the CPU when installed, else PyTorch (default: auto)")
     group.add_argument("--min-confidence", type=float, default=0.0,
                        help="label faces whose top probability is below this 'uncertain' (default: 0, never)")
+    group.add_argument("--tta", choices=TTA_MODES, default="none",
+                       help="test-time views of each face, their probabilities averaged: flip adds its mirror "
+                       "(default: none)")
 
 
 def add_detector_options(parser: argparse.ArgumentParser, video: bool) -> None:
@@ -75,7 +78,7 @@ def make_pipeline(args: argparse.Namespace):
     from ferkit.infer.predictor import EmotionPredictor
 
     predictor = EmotionPredictor(args.model, device=args.device, backend=args.backend,
-                                 min_confidence=args.min_confidence)
+                                 min_confidence=args.min_confidence, tta=args.tta)
     if not hasattr(args, "detect_every"):
         return FacePipeline(predictor, args.detector)
     return FacePipeline(predictor, args.detector, args.detect_every, args.detect_scale, args.smoothing)
@@ -153,7 +156,7 @@ def evaluate_run(args: argparse.Namespace) -> int:
         from ferkit.folders import evaluate_folder
         from ferkit.infer.predictor import EmotionPredictor
 
-        predictor = EmotionPredictor(model, device=args.device, backend=args.backend)
+        predictor = EmotionPredictor(model, device=args.device, backend=args.backend, tta=args.tta or "none")
         record = evaluate_folder(predictor, args.folder, args.cropped, args.detector, progress=progress)
         title = f"{model} on {args.folder} ({'crops' if args.cropped else record['detector']}, {predictor.backend})"
         if args.out:
@@ -315,7 +318,7 @@ def serve_run(args: argparse.Namespace) -> int:
     if args.host not in ("0.0.0.0", "::", "") and args.host not in hosts:
         hosts.append(args.host)
     config = ServiceConfig(model=args.model, device=args.device, backend=args.backend,
-                           min_confidence=args.min_confidence, detector=args.detector,
+                           min_confidence=args.min_confidence, tta=args.tta, detector=args.detector,
                            allowed_hosts=tuple(hosts), cors_origins=tuple(args.cors_origin),
                            max_requests_per_worker=args.max_requests_per_worker,
                            max_side=args.max_side, max_upload_bytes=int(args.max_upload_mb * 2**20),

@@ -104,3 +104,15 @@ def test_every_bundled_model_ships_whole(name, face_image):
     box = (215, 120, 210, 240)
     assert np.abs(onnx.predict_emotion_from_frame(face_image, box)[2]
                   - torch_fp32.predict_emotion_from_frame(face_image, box)[2]).max() < 0.1
+
+
+def test_flip_views_average_the_face_and_its_mirror(face_image):
+    one, flip = EmotionPredictor(device="cpu"), EmotionPredictor(device="cpu", tta="flip")
+    crop = to_gray(face_image)[120:360, 215:425]
+    mirrored = np.ascontiguousarray(crop[:, ::-1])
+    expected = (one.predict_crops([crop]) + one.predict_crops([mirrored])) / 2
+    assert np.abs(flip.predict_crops([crop]) - expected).max() < 1e-5
+    assert np.abs(flip.predict_crops([crop]) - flip.predict_crops([mirrored])).max() < 1e-5  # mirror-blind
+    assert np.abs(one.predict_crops([crop]) - one.predict_crops([mirrored])).max() > 1e-4
+    with pytest.raises(ValueError, match="tta must be one of"):
+        EmotionPredictor(device="cpu", tta="mirror")

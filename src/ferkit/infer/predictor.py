@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from ferkit.data import IMAGE_SIZE
-from ferkit.defaults import UNCERTAIN, UNSUPPORTED_IMAGE_SUFFIXES
+from ferkit.defaults import TTA_MODES, UNCERTAIN, UNSUPPORTED_IMAGE_SUFFIXES
 from ferkit.device import resolve_device
+from ferkit.evaluation import tta_views
 from ferkit.infer.backends import BACKENDS, TorchClassifier, load_classifier, resolve_model
 from ferkit.infer.detection import (
     DEFAULT_DETECTOR,
@@ -192,6 +193,9 @@ class EmotionPredictor:
     ``threads``: ONNX Runtime's threads (default: one per core).
     ``min_confidence``: faces whose top probability is below it are labelled ``"uncertain"`` (their
     probabilities and ``index``, the most probable class, unchanged); 0 (the default) never abstains.
+    ``tta``: test-time views of each face, their probabilities averaged (``TTA_MODES``, as in
+    evaluation): ``"none"`` (the default), ``"flip"`` (the face and its mirror, in one batch: on
+    PublicTest, +1.1 points of FER2013 accuracy for the ``fast`` model) or more.
     ``docs/MODEL_CARD.md`` gives each bundled model's accuracy at several thresholds.
 
     Probabilities are calibrated: the logits are divided by the model's fitted temperature
@@ -201,10 +205,13 @@ class EmotionPredictor:
     def __init__(
         self, model: str | os.PathLike | None = None, device: str = "auto", margin: float | None = None,
         backend: str = "auto", threads: int | None = None, *, checkpoint: str | os.PathLike | None = None,
-        min_confidence: float = 0.0,
+        min_confidence: float = 0.0, tta: str = "none",
     ) -> None:
         if not 0 <= min_confidence <= 1:
             raise ValueError(f"min_confidence must be between 0 and 1, got {min_confidence}")
+        if tta not in TTA_MODES:
+            raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
+        self.tta = tta
         self.min_confidence = float(min_confidence)
         self.checkpoint_path = resolve_model(checkpoint if model is None else model)
         self.device = resolve_device(device)
@@ -222,8 +229,11 @@ class EmotionPredictor:
         return self._probabilities(np.stack([resize_face(f) for f in faces])[:, None].astype(np.float32) / 255)
 
     def _probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """Calibrated class probabilities of a float batch (N, 1, 48, 48) in [0, 1]."""
-        return torch.softmax(torch.from_numpy(self.classifier(batch)).float(), dim=1).numpy()
+        """Calibrated class probabilities of a float batch (N, 1, 48, 48) in [0, 1], averaged over
+        its test-time views (all through the network as one batch)."""
+        views = tta_views(torch.from_numpy(batch), self.tta)
+        logits = torch.from_numpy(self.classifier(torch.cat(views).numpy())).float()
+        return logits.softmax(1).reshape(len(views), len(batch), -1).mean(0).numpy()
 
     def predict_faces(
         self, frame: np.ndarray, boxes: Sequence[Box], margin: float | None = None

@@ -34,7 +34,8 @@ class ServiceConfig:
     to this longer side for detection (faces are still cropped from the full image); 0 detects at
     full size, as every other entry point does, so that a photo gets the same answer here as from
     ``ferkit image`` or the Python API (YuNet itself shrinks frames to at most 960 pixels).
-    ``min_confidence``: faces less sure than this are labelled ``uncertain`` (0: never).
+    ``min_confidence``: faces less sure than this are labelled ``uncertain`` (0: never). ``tta``: test-time
+    views of each face (``EmotionPredictor``'s).
     ``allowed_hosts``: the names a request's ``Host`` header may give (``*``: any); by default
     loopback only, so that a web page on another site cannot reach this service through a DNS
     name that resolves to 127.0.0.1 (DNS rebinding). ``cors_origins``: web origins (``https://app.example``)
@@ -46,6 +47,7 @@ class ServiceConfig:
     device: str = "auto"
     backend: str = "auto"
     min_confidence: float = 0.0
+    tta: str = "none"
     detector: str = DEFAULT_DETECTOR
     max_side: int = 0
     max_upload_bytes: int = 10 * 2**20

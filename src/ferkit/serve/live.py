@@ -79,7 +79,7 @@ class LiveSessions:
             if self._predictor is None:
                 self._predictor = EmotionPredictor(self.config.model, self.config.device, backend=self.config.backend,
                                                    threads=self.config.threads,
-                                                   min_confidence=self.config.min_confidence)
+                                                   min_confidence=self.config.min_confidence, tta=self.config.tta)
             local = create_detector(self.config.detector)
             detector = local if self.workers is None else RemoteDetector(self.workers, local)
             session_id = next(self._ids)

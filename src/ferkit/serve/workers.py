@@ -75,7 +75,7 @@ class PipelinePool:
         self.free: queue.Queue[FacePipeline] = queue.Queue()
         for _ in range(max(1, config.pipelines)):
             predictor = EmotionPredictor(config.model, config.device, backend=config.backend, threads=config.threads,
-                                         min_confidence=config.min_confidence)
+                                         min_confidence=config.min_confidence, tta=config.tta)
             self.free.put(FacePipeline(predictor, create_detector(config.detector)))
         self.sample = self.free.queue[0]
 
