@@ -6,10 +6,11 @@
     python benchmarks/model_card.py --json reports/wild/card_fast7.json --update-card src/ferkit/weights/fast7.json
 
 Through ``EmotionPredictor`` with each backend a user may get (ONNX Runtime, the int8 export, the
-default on CPUs; PyTorch fp32), with ``--tta`` views (default none): accuracy and balanced accuracy on PublicTest and
-PrivateTest against FER2013's labels and FER+'s majority labels, on a labelled folder of in-the-wild
-face crops, and the robustness benchmark on PublicTest (PyTorch). The JSON is what the card
-(``src/ferkit/weights/<model>.json``) quotes under ``accuracy``; ``--update-card`` writes them there.
+default on CPUs; PyTorch fp32), with ``--tta`` views (default: EmotionPredictor's): accuracy and
+balanced accuracy on PublicTest and PrivateTest against FER2013's labels and FER+'s majority labels,
+on a labelled folder of in-the-wild face crops, and the robustness benchmark on PublicTest
+(PyTorch). The JSON is what the card (``src/ferkit/weights/<model>.json``) quotes under
+``accuracy``; ``--update-card`` writes them there.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from robustness import robustness
 from wild import score
 
 from ferkit.data import load_fer2013, split_labels
+from ferkit.defaults import DEFAULT_TTA
 from ferkit.infer.predictor import EmotionPredictor
 
 
@@ -98,7 +100,8 @@ def main() -> None:
     parser.add_argument("--markdown", action="store_true", help="print the card's tables from --json, measure nothing")
     parser.add_argument("--update-card", metavar="CARD_JSON",
                         help="write --json's figures into a bundled model's card JSON, measure nothing")
-    parser.add_argument("--tta", default="none", help="test-time views, as EmotionPredictor(tta=) (default: none)")
+    parser.add_argument("--tta", default=DEFAULT_TTA, help=f"test-time views, as EmotionPredictor(tta=) (default: "
+                                                          f"{DEFAULT_TTA}, as users run it)")
     args = parser.parse_args()
     if args.update_card:
         card = json.loads(open(args.update_card).read())

@@ -40,17 +40,20 @@ def main() -> None:
     parser.add_argument("--image")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, nargs="*", default=[1])
+    parser.add_argument("--tta", nargs="+", default=["none"], help="EmotionPredictor's test-time views, each timed")
     parser.add_argument("--json")
     args = parser.parse_args()
     image = photo(args.image)
     results = {}
-    for threads in [None, *args.threads]:
-        predictor = EmotionPredictor(threads=threads)
-        for _ in range(2):
-            faces = predictor.predict(image)
-        name = f"ferkit ({predictor.backend}, {'default' if threads is None else threads} ORT threads)"
-        results[name] = {"ms": 1000 * timed_median(lambda p=predictor: p.predict(image), args.repeats),
-                         "faces": [(f.box, f.emotion) for f in faces]}
+    for tta in args.tta:
+        for threads in [None, *args.threads]:
+            predictor = EmotionPredictor(threads=threads, tta=tta)
+            for _ in range(2):
+                faces = predictor.predict(image)
+            views = "" if tta == "none" else f", tta {tta}"
+            name = f"ferkit ({predictor.backend}, {'default' if threads is None else threads} ORT threads{views})"
+            results[name] = {"ms": 1000 * timed_median(lambda p=predictor: p.predict(image), args.repeats),
+                             "faces": [(f.box, f.emotion) for f in faces]}
     try:
         from fer.fer import FER  # fer 25.x; older releases also export it from the package
     except ImportError:
@@ -63,7 +66,7 @@ def main() -> None:
             "ms": 1000 * timed_median(lambda: detector.detect_emotions(image), args.repeats),
             "faces": [(f["box"], max(f["emotions"], key=f["emotions"].get)) for f in found]}
     for name, r in results.items():
-        print(f"{name:45s} {r['ms']:7.1f} ms  {r['faces']}")
+        print(f"{name:55s} {r['ms']:7.1f} ms  {r['faces']}")
     if args.json:
         record = {"command": "python benchmarks/still_speed.py " + " ".join(sys.argv[1:]),
                   "date": datetime.date.today().isoformat(), "machine": machine(), "image": "640x480",

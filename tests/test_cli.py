@@ -69,7 +69,7 @@ def test_evaluate_scores_what_the_predictor_runs_by_default(fer_csv, random_chec
 
     assert main(["evaluate", "--model", str(random_checkpoint), "--data", str(fer_csv), "--backend", "torch"]) == 0
     out = capsys.readouterr().out
-    assert "backend torch, fp32, test-time views: none" in out
+    assert "backend torch, fp32, test-time views: flip" in out  # as EmotionPredictor runs it by default
     accuracy = float(out.split("accuracy")[1].split()[0])
     pixels, emotion = load_fer2013(fer_csv).split("PrivateTest")
     predicted = EmotionPredictor(random_checkpoint, device="cpu", backend="torch").predict_crops(list(pixels)).argmax(1)

@@ -30,6 +30,7 @@ from ferkit import __version__
 from ferkit.defaults import (
     BACKENDS,
     DEFAULT_DETECTOR,
+    DEFAULT_TTA,
     DETECTORS,
     LABEL_SETS,
     OUTPUT_FORMATS,
@@ -54,9 +55,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="auto: ONNX Runtime on the CPU when installed, else PyTorch (default: auto)")
     group.add_argument("--min-confidence", type=float, default=0.0,
                        help="label faces whose top probability is below this 'uncertain' (default: 0, never)")
-    group.add_argument("--tta", choices=TTA_MODES, default="none",
-                       help="test-time views of each face, their probabilities averaged: flip adds its mirror "
-                       "(default: none)")
+    group.add_argument("--tta", choices=TTA_MODES, default=DEFAULT_TTA,
+                       help="test-time views of each face, their probabilities averaged: flip adds its mirror, none "
+                       f"is one view (default: {DEFAULT_TTA})")
 
 
 def add_detector_options(parser: argparse.ArgumentParser, video: bool) -> None:
@@ -140,7 +141,8 @@ def evaluate_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="folder for confusion_matrix.png, classification_report.txt, metrics.json")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda...")
     p.add_argument("--skip-bad-rows", action="store_true", help="drop malformed CSV rows instead of stopping")
-    p.add_argument("--tta", choices=TTA_MODES, help="test-time views (default: none; --as-trained: the checkpoint's)")
+    p.add_argument("--tta", choices=TTA_MODES,
+                   help=f"test-time views (default: {DEFAULT_TTA}; --as-trained: the checkpoint's)")
     p.add_argument("--precision", choices=PRECISIONS, help="PyTorch precision; implies --as-trained")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -156,7 +158,7 @@ def evaluate_run(args: argparse.Namespace) -> int:
         from ferkit.folders import evaluate_folder
         from ferkit.infer.predictor import EmotionPredictor
 
-        predictor = EmotionPredictor(model, device=args.device, backend=args.backend, tta=args.tta or "none")
+        predictor = EmotionPredictor(model, device=args.device, backend=args.backend, tta=args.tta or DEFAULT_TTA)
         record = evaluate_folder(predictor, args.folder, args.cropped, args.detector, progress=progress)
         title = f"{model} on {args.folder} ({'crops' if args.cropped else record['detector']}, {predictor.backend})"
         if args.out:

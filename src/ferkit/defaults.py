@@ -29,3 +29,7 @@ TTA_TRIMS: dict[str, tuple[int, ...]] = {
     "multiscale": (0, 2, 4),  # the image, five 46-px and five 44-px crops, and their mirrors (22 views)
 }
 TTA_MODES = tuple(TTA_TRIMS)
+# What EmotionPredictor, every model command and the service use: each face and its mirror, in one batch.
+# On PublicTest and muxspace-dev it raised every measure of the fast model (FER2013 accuracy +1.1 points,
+# FER+ +1.3, balanced in the wild +0.8) for a cost within the noise of a still photo's 27-30 ms (reports/wild).
+DEFAULT_TTA = "flip"

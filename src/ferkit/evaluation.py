@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ferkit.defaults import TTA_MODES, TTA_TRIMS
+from ferkit.defaults import DEFAULT_TTA, TTA_MODES, TTA_TRIMS
 
 
 def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
@@ -219,7 +219,8 @@ def evaluate_checkpoint(
     ``backend`` None scores it as it was trained to be scored: in PyTorch, with ``tta`` and
     ``precision`` (``auto``, ``bf16``, ``fp32``) by default the checkpoint's. A backend (``auto``,
     ``torch``, ``onnx``) scores it as :class:`ferkit.EmotionPredictor` runs it: that backend's
-    classifier, no test-time views unless ``tta`` says. An ONNX export always runs on ONNX Runtime.
+    classifier, with its default test-time views (``DEFAULT_TTA``) unless ``tta`` says. An ONNX
+    export always runs on ONNX Runtime.
     ``labels``: ``fer2013`` (the split's own) or ``ferplus`` (FER+'s majority; rows without one are
     left out and counted as ``dropped``).
     """
@@ -237,7 +238,7 @@ def evaluate_checkpoint(
     if backend is not None or Path(checkpoint).suffix == ".onnx":  # as EmotionPredictor runs it
         classifier = load_classifier(Path(checkpoint), backend or "auto", resolve_device(device))
         ckpt = {"class_names": classifier.class_names}  # its scores come divided by its temperature
-        tta, backend = tta or "none", classifier.name
+        tta, backend = tta or DEFAULT_TTA, classifier.name
         precision = "int8" if backend.endswith("int8") else "fp32"
         logits = predict_logits(lambda x: torch.from_numpy(classifier(x.numpy())), images, batch_size, "cpu", tta,
                                 progress=progress)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ferkit.defaults import DEFAULT_DETECTOR
+from ferkit.defaults import DEFAULT_DETECTOR, DEFAULT_TTA
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
@@ -47,7 +47,7 @@ class ServiceConfig:
     device: str = "auto"
     backend: str = "auto"
     min_confidence: float = 0.0
-    tta: str = "none"
+    tta: str = DEFAULT_TTA
     detector: str = DEFAULT_DETECTOR
     max_side: int = 0
     max_upload_bytes: int = 10 * 2**20
