@@ -6,7 +6,7 @@ Times ``EmotionPredictor().predict(image)`` (the default detector and backend) o
 photo (default: the bundled obama.jpg fitted into 640x480), with ONNX Runtime's default threads and
 with each thread count of ``--threads``; and, when the ``fer`` package (mini-Xception, OpenCV Haar
 detector) is installed, its ``FER().detect_emotions`` on the same array. Medians of ``--repeats``
-calls after two warm-up calls; run it on idle cores.
+calls after ``WARM_UP`` warm-up calls; run it on idle cores.
 """
 
 from __future__ import annotations
@@ -22,6 +22,10 @@ from common import machine, timed_median
 
 from ferkit.apps.media import EXAMPLES_DIR
 from ferkit.infer.predictor import EmotionPredictor
+
+# Calls before timing: with 2, the first predictor timed in a process measured 36 ms and the same one
+# timed again later 28 ms (2026-11-30); 10 leave no such order effect.
+WARM_UP = 10
 
 
 def photo(path: str | None) -> np.ndarray:
@@ -48,7 +52,7 @@ def main() -> None:
     for tta in args.tta:
         for threads in [None, *args.threads]:
             predictor = EmotionPredictor(threads=threads, tta=tta)
-            for _ in range(2):
+            for _ in range(WARM_UP):
                 faces = predictor.predict(image)
             views = "" if tta == "none" else f", tta {tta}"
             name = f"ferkit ({predictor.backend}, {'default' if threads is None else threads} ORT threads{views})"
@@ -60,7 +64,7 @@ def main() -> None:
         print("the fer package is not installed: no peer to compare with", file=sys.stderr)
     else:
         detector = FER()
-        for _ in range(2):
+        for _ in range(WARM_UP):
             found = detector.detect_emotions(image)
         results["fer (mini-Xception, Haar)"] = {
             "ms": 1000 * timed_median(lambda: detector.detect_emotions(image), args.repeats),
