@@ -227,7 +227,7 @@ def create_app(config: ServiceConfig | None = None, processes: int = 0) -> FastA
             await websocket.close(code=1008, reason=refusal)
             return
         await websocket.accept()
-        started = live_sessions.start()
+        started = await run_in_threadpool(live_sessions.start)  # the first one loads the classifier
         if started is None:
             await websocket.send_json({"error": f"{config.max_live_sessions} live sessions are open, the most this "
                                                 "service takes: try again later", "status": 503})
