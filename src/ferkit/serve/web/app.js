@@ -61,7 +61,7 @@ function draw(source, result) {
     context.fillRect(left, top, width, height);
     context.fillStyle = "#000";
     context.fillText(label, left + 4 * scale, top + (LABEL_PX + 1) * scale, width - 8 * scale);
-    labels.push({ left, top, width, height, cssHeight: height / scale });
+    labels.push({ left, top, width, height });
   });
   canvas.dataset.labels = JSON.stringify(labels);  // where the labels went, in image pixels
   listFaces(result.faces);
@@ -161,6 +161,7 @@ async function cameraLoop(socket) {
           fpsText.textContent = `${((answered.length - 1) * 1000 / (now - answered[0])).toFixed(1)} FPS`;
         }
       } catch (error) {
+        if (live !== socket) break;  // stopped meanwhile: its closing is no error
         statusText.textContent = `Error: ${error.message}`;
         if (socket.readyState !== WebSocket.OPEN) return stopCamera();
       }
