@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--out", default="reports/inference/crop_margin.json")
     args = parser.parse_args()
 
-    predictor = EmotionPredictor(args.model, device="cpu")
+    predictor = EmotionPredictor(args.model, device="cpu", tta="none")  # one view, as its recorded runs
     arrays = load_fer2013(args.data)
     results = {"machine": machine(), "model": str(predictor.checkpoint_path), "backend": predictor.backend,
                "margins": list(MARGINS), "detectors": {}}

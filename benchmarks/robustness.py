@@ -52,7 +52,8 @@ def main() -> None:
     pixels, _ = arrays.split(args.split)
     results = {}
     for model in args.models:
-        predictor = EmotionPredictor(None if model == "ferkit" else model, device="cpu", backend="torch")
+        predictor = EmotionPredictor(None if model == "ferkit" else model, device="cpu", backend="torch",
+                                     tta="none")  # one view, as its recorded runs
         y = split_labels(arrays, args.split, len(predictor.class_names), args.labels)
         results[model] = robustness(predictor, pixels, y, args.seed)
         print(f"{model}: clean {results[model]['clean']:.4f}, mean corrupted {results[model]['mean_corrupted']:.4f} "

@@ -73,7 +73,8 @@ def main() -> None:
     arrays = load_fer2013(args.data)
     results = []
     for checkpoint in args.checkpoints:
-        predictor = EmotionPredictor(None if checkpoint == "ferkit" else checkpoint, device="cpu", backend="torch")
+        predictor = EmotionPredictor(None if checkpoint == "ferkit" else checkpoint, device="cpu", backend="torch",
+                                     tta="none")  # one view: what PLAN.md's rule reads
         model = predictor.classifier.model
         bias = model.fc.bias.detach().clone()
         log_prior = training_log_prior(arrays, model)
