@@ -226,15 +226,16 @@ def create_app(config: ServiceConfig | None = None, processes: int = 0) -> FastA
         if refusal := websocket_refusal(websocket.headers, config):
             await websocket.close(code=1008, reason=refusal)
             return
-        await websocket.accept()
         started = await run_in_threadpool(live_sessions.start)  # the first one loads the classifier
         if started is None:
+            await websocket.accept()
             await websocket.send_json({"error": f"{config.max_live_sessions} live sessions are open, the most this "
                                                 "service takes: try again later", "status": 503})
             await websocket.close(code=1013)
             return
         session_id, session = started
         try:
+            await websocket.accept()  # once the session is ready: the client's first frame finds its pipeline
             while (message := await websocket.receive())["type"] != "websocket.disconnect":
                 if message.get("bytes") is None:
                     answer = {"error": "send frames as binary messages (JPEG or PNG bytes)", "status": 400}
