@@ -27,3 +27,12 @@ def timed_median(fn: Callable[[], object], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def rss_kib(pid: int | str = "self") -> int | None:
+    """A process's resident memory now, in KiB, from /proc (Linux); None where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    except (OSError, StopIteration):
+        return None

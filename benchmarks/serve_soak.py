@@ -34,7 +34,7 @@ from pathlib import Path
 import cv2
 import httpx
 import numpy as np
-from common import machine
+from common import machine, rss_kib
 from PIL import Image
 from serve_load import start_server, test_image
 
@@ -155,13 +155,12 @@ def workers_of(server_pid: int) -> dict[int, int]:
         try:
             stat = (entry / "stat").read_text()
             cmdline = (entry / "cmdline").read_bytes()
-            status = (entry / "status").read_text()
         except OSError:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
         if ppid == server_pid and b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
-            out[int(entry.name)] = next(int(line.split()[1]) for line in status.splitlines()
-                                        if line.startswith("VmRSS:"))
+            if (kib := rss_kib(entry.name)) is not None:  # None: it exited meanwhile
+                out[int(entry.name)] = kib
     return out
 
 

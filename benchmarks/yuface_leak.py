@@ -14,15 +14,12 @@ import resource
 
 import numpy as np
 import yuface
+from common import rss_kib
 
 
-def rss_kib() -> int:
+def resident_kib() -> int:
     """Resident memory now, in KiB (Linux: from /proc; elsewhere the peak so far)."""
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss_kib() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def main() -> None:
@@ -34,10 +31,10 @@ def main() -> None:
     frame = np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)
     for _ in range(50):  # warm-up: allocator pools, first-call buffers
         yuface.c_detect(frame)
-    before = rss_kib()
+    before = resident_kib()
     for _ in range(args.calls):
         yuface.c_detect(frame)
-    grown = rss_kib() - before
+    grown = resident_kib() - before
     print(f"{args.calls} calls on a {width}x{height} frame: resident memory +{grown / 1024:.1f} MiB, "
           f"{grown / args.calls:.1f} KiB per call")
 
