@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from ferkit.calibration import calibrate_model, calibration_metrics, fit_temperature, nll, risk_coverage
+from ferkit.calibration import (
+    calibrate_model,
+    calibration_metrics,
+    fit_temperature,
+    nll,
+    risk_coverage,
+    softmax_views,
+)
 from ferkit.checkpoint import CheckpointError, load_checkpoint, save_atomic
 from ferkit.cli import main
 from ferkit.infer.backends import export_onnx, load_classifier, onnxruntime_available, set_onnx_temperature
@@ -33,6 +40,20 @@ def test_fit_temperature_recovers_the_temperature_labels_were_drawn_at(true_temp
     assert nll(logits, labels, fitted) <= nll(logits, labels, 1.0) + 1e-9
     soft = np.eye(4)[labels]  # soft targets give the same answer as their indices
     assert fit_temperature(logits, soft) == pytest.approx(fitted, rel=1e-3)
+
+
+def test_with_test_time_views_the_fit_is_for_their_mean():
+    rng = np.random.default_rng(1)
+    views = rng.normal(0, 3, size=(2, 20000, 4))  # two views of each face that disagree a little
+    views[1] = views[0] + rng.normal(0, 2, size=views[0].shape)
+    p = softmax_views(views, 1.5)  # labels drawn from the views' mean at T = 1.5
+    labels = (rng.random((len(p), 1)) > p.cumsum(1)).sum(1)
+    assert fit_temperature(views, labels) == pytest.approx(1.5, rel=0.08)
+    # each view alone looks overconfident at 1.5 (a mean of views is less sure than either), so a fit
+    # on one view asks for more temperature: the one-view fit would leave the mean underconfident
+    assert fit_temperature(views[0], labels) > 1.6
+    assert np.allclose(softmax_views(views[:1], 2.0), softmax_views(views[0], 2.0))
+    assert nll(views[:1], labels, 2.0) == pytest.approx(nll(views[0], labels, 2.0))
 
 
 def test_calibration_metrics_tell_honest_from_overconfident():

@@ -1,13 +1,15 @@
 """How far to trust the probabilities: temperature scaling, calibration metrics, abstention.
 
-    temperature = fit_temperature(val_logits, val_labels)       # minimises NLL on held-out faces
-    report = calibration_metrics(probabilities, labels)          # ECE, NLL, Brier, reliability bins
-    table = risk_coverage(probabilities, labels)                 # accuracy when the least sure are left out
+    temperature = fit_temperature(val_logits, val_labels)  # minimises NLL on held-out faces
+    report = calibration_metrics(probabilities, labels)    # ECE, NLL, Brier, reliability bins
+    table = risk_coverage(probabilities, labels)           # accuracy when the least sure are left out
     calibrate_model("runs/x/fer_resnet18_best.pth", "fer2013.csv.gz")  # fit on PublicTest, store in the file
 
 A model's temperature ``T`` divides its logits before the softmax (Guo et al. 2017): it changes how
 sure the model says it is, never which class it picks. ferkit stores it in the checkpoint (and in an
 ONNX export's metadata), and both backends apply it, so every entry point reports calibrated scores.
+It is fitted for the test-time views every entry point averages (``DEFAULT_TTA``): their mean is less
+sure than each view alone, so a temperature fitted on one view would leave it underconfident.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ferkit.defaults import DEFAULT_TTA
 
 ECE_BINS = 15  # equal-width confidence bins, as in Guo et al. (2017)
 COVERAGES = (1.0, 0.9, 0.75, 0.5)
@@ -35,16 +39,29 @@ def _targets(labels: np.ndarray, k: int) -> np.ndarray:
     return np.eye(k, dtype=np.float64)[labels] if labels.ndim == 1 else labels.astype(np.float64)
 
 
-def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
-    """Mean negative log-likelihood of ``labels`` (indices, or soft targets) under softmax(logits / T)."""
+def softmax_views(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """softmax(logits / T) of logits (N, K); of (V, N, K), for V test-time views of each face, the
+    views' probabilities averaged, as :class:`ferkit.EmotionPredictor` averages them."""
     logits = np.asarray(logits, dtype=np.float64)
-    return float(-(_targets(labels, logits.shape[1]) * _log_softmax(logits / temperature)).sum(1).mean())
+    p = np.exp(_log_softmax(logits.reshape(-1, logits.shape[-1]) / temperature)).reshape(logits.shape)
+    return p if p.ndim == 2 else p.mean(0)
+
+
+def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean negative log-likelihood of ``labels`` (indices, or soft targets) under softmax(logits / T);
+    ``logits`` (N, K), or (V, N, K) as :func:`softmax_views` takes them."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim == 2:
+        log_p = _log_softmax(logits / temperature)
+    else:
+        log_p = np.log(np.clip(softmax_views(logits, temperature), 1e-300, None))
+    return float(-(_targets(labels, logits.shape[-1]) * log_p).sum(1).mean())
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray, low: float = 0.05, high: float = 20.0) -> float:
     """The temperature in [low, high] that minimises the NLL of ``labels`` (golden-section search
-    on log T: the NLL is smooth and has one minimum there)."""
-    if len(logits) == 0:
+    on log T: the NLL is smooth and has one minimum there). ``logits`` as :func:`nll` takes them."""
+    if np.asarray(logits).shape[-2] == 0:
         raise ValueError("no faces to fit a temperature on")
     a, b = math.log(low), math.log(high)
     ratio = (math.sqrt(5) - 1) / 2
@@ -142,18 +159,26 @@ def plot_reliability(metrics: dict[str, Any], path: str | os.PathLike, title: st
     plt.close(fig)
 
 
-def raw_logits(classifier, faces: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """A classifier's own logits (no temperature) for uint8 faces (N, 48, 48), in batches."""
-    return np.concatenate([classifier.logits(faces[i : i + batch_size, None].astype(np.float32) / 255)
-                           for i in range(0, len(faces), batch_size)])
+def raw_logits(classifier, faces: np.ndarray, tta: str = DEFAULT_TTA, batch_size: int = 512) -> np.ndarray:
+    """A classifier's own logits (no temperature) for uint8 faces (N, 48, 48), in batches: (V, N, K),
+    one slice per test-time view of ``tta`` (``ferkit.evaluation.tta_views``)."""
+    import torch
+
+    from ferkit.evaluation import tta_views
+
+    images = torch.from_numpy(np.ascontiguousarray(faces[:, None], dtype=np.float32) / 255)
+    return np.stack([np.concatenate([classifier.logits(view[i : i + batch_size].contiguous().numpy())
+                                     for i in range(0, len(view), batch_size)])
+                     for view in tta_views(images, tta)])
 
 
 def calibrate_model(model: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike | None = None,
-                    labels: str = "fer2013") -> tuple[float, Path]:
+                    labels: str = "fer2013", tta: str = DEFAULT_TTA) -> tuple[float, Path]:
     """Fit a model's temperature on FER2013 PublicTest (scored as :class:`ferkit.EmotionPredictor`
-    runs it: PyTorch fp32 for a checkpoint, ONNX Runtime for an export; ``labels``: FER2013's or FER+'s
-    majority) and store it: in a copy of the checkpoint at ``out``, or in the file itself (ONNX: its
-    metadata). Returns the temperature and the file written."""
+    runs it: PyTorch fp32 for a checkpoint, ONNX Runtime for an export, the probabilities of the
+    test-time views ``tta`` averaged; ``labels``: FER2013's or FER+'s majority) and store it: in a
+    copy of the checkpoint at ``out``, or in the file itself (ONNX: its metadata). Returns the
+    temperature and the file written."""
     import torch
 
     from ferkit.checkpoint import load_checkpoint, save_atomic
@@ -168,7 +193,7 @@ def calibrate_model(model: str | os.PathLike, data: str | os.PathLike, out: str 
     pixels, _ = arrays.split("PublicTest")
     y = split_labels(arrays, "PublicTest", len(classifier.class_names), labels)
     kept = y >= 0
-    temperature = fit_temperature(raw_logits(classifier, pixels)[kept], y[kept])
+    temperature = fit_temperature(raw_logits(classifier, pixels, tta)[:, kept], y[kept])
     if model.suffix == ".onnx":
         set_onnx_temperature(model, out, temperature)
     else:

@@ -372,13 +372,17 @@ def calibrate_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", choices=LABEL_SETS, default="fer2013",
                    help="fit to FER2013's labels or FER+'s majority votes (default: fer2013)")
     p.add_argument("--out", help="write the calibrated model here (default: into MODEL itself)")
+    p.add_argument("--tta", choices=TTA_MODES, default=DEFAULT_TTA,
+                   help=f"fit for these test-time views, their probabilities averaged (default: {DEFAULT_TTA}, "
+                        "what every entry point uses)")
 
 
 def calibrate_run(args: argparse.Namespace) -> int:
     from ferkit.calibration import calibrate_model
 
-    temperature, out = calibrate_model(args.model, args.data, args.out, args.labels)
-    print(f"temperature {temperature:g} (fitted on PublicTest, {args.labels} labels) written to {out}")
+    temperature, out = calibrate_model(args.model, args.data, args.out, args.labels, args.tta)
+    print(f"temperature {temperature:g} (fitted on PublicTest, {args.labels} labels, test-time views: {args.tta}) "
+          f"written to {out}")
     return 0
 
 

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from conftest import train_interrupted
 
+from ferkit.calibration import calibrate_model
 from ferkit.checkpoint import load_checkpoint
 from ferkit.device import native_bf16
 from ferkit.evaluation import TTA_MODES, evaluate_checkpoint, predict_logits, tta_views
@@ -57,12 +58,18 @@ def test_checkpoint_chosen_with_val_tta_and_scored_with_tta(fer_csv, tmp_path, m
 
     monkeypatch.setattr(train_module, "predict_logits", spy)
     record = train(_cfg(fer_csv, tmp_path / "run", epochs=2, tta="tencrop", val_tta="flip"))
-    # two epochs chosen between with flip; the chosen checkpoint calibrated on PublicTest with one view, as
-    # EmotionPredictor runs it, then scored on PublicTest and PrivateTest with ten-crop
-    assert scored_with == ["flip", "flip", "none", "tencrop", "tencrop"]
-    public = evaluate_checkpoint(tmp_path / "run" / BEST_CHECKPOINT, fer_csv, split="PublicTest", device="cpu")
+    # two epochs chosen between with flip; the chosen checkpoint calibrated on PublicTest with the views
+    # EmotionPredictor averages by default (the face, then its mirror, one at a time), then scored on
+    # PublicTest and PrivateTest with ten-crop
+    assert scored_with == ["flip", "flip", "none", "none", "tencrop", "tencrop"]
+    best = tmp_path / "run" / BEST_CHECKPOINT
+    public = evaluate_checkpoint(best, fer_csv, split="PublicTest", device="cpu")
     assert public["tta"] == "tencrop" and record["tta"] == "tencrop"
     assert record["public_test_accuracy"] == public["accuracy"]
+    # the stored temperature is the one `ferkit calibrate` fits for those views, not for one view
+    fitted, _ = calibrate_model(best, fer_csv, tmp_path / "again.pth")
+    assert load_checkpoint(best)["temperature"] == pytest.approx(fitted, abs=2e-4)
+    assert calibrate_model(best, fer_csv, tmp_path / "one.pth", tta="none")[0] != pytest.approx(fitted, abs=2e-4)
 
 
 def test_tta_views():

@@ -34,8 +34,9 @@ from tqdm import tqdm
 from ferkit.calibration import fit_temperature
 from ferkit.checkpoint import load_checkpoint, make_checkpoint, model_from_checkpoint, save_atomic
 from ferkit.data import Fer2013Arrays, class_names, describe_splits, load_fer2013
+from ferkit.defaults import DEFAULT_TTA
 from ferkit.device import resolve_device, resolve_precision, uses_bf16
-from ferkit.evaluation import classification_metrics, plot_history, predict_logits, write_reports
+from ferkit.evaluation import classification_metrics, plot_history, predict_logits, tta_views, write_reports
 from ferkit.model import count_parameters
 from ferkit.train.augment import augment_sample, mix_batch
 from ferkit.train.batches import create_dataloaders, hard_labels, split_tensors, tensor_batches, training_targets
@@ -291,8 +292,9 @@ def train(cfg: TrainConfig, arrays: Fer2013Arrays | None = None) -> dict[str, An
         best_ckpt = load_checkpoint(out / BEST_CHECKPOINT)
         best = model_from_checkpoint(best_ckpt, out / BEST_CHECKPOINT).to(device)
         # Calibrate: the temperature that makes its PublicTest probabilities honest, fitted on the
-        # logits EmotionPredictor computes (fp32, no test-time views) and stored in the checkpoint.
-        val_logits = predict_logits(best, x_val, cfg.eval_batch_size, device, "none", False)
+        # logits EmotionPredictor computes (fp32, each of its default test-time views) and stored in the checkpoint.
+        val_logits = torch.stack([predict_logits(best, view, cfg.eval_batch_size, device, "none", False)
+                                  for view in tta_views(x_val, DEFAULT_TTA)])
         best_ckpt["temperature"] = fit_temperature(val_logits.numpy(), y_val.cpu().numpy())
         save_atomic(best_ckpt, out / BEST_CHECKPOINT)
         log(f"temperature {best_ckpt['temperature']:g} (fitted on PublicTest) stored in {BEST_CHECKPOINT}")
