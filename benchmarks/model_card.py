@@ -73,9 +73,10 @@ BACKEND_KEYS = {"onnxruntime-int8": "onnxruntime_int8", "torch": "pytorch_fp32"}
 def card_figures(card: dict) -> dict:
     """The figures a bundled model's card JSON (beside its weights) quotes, from this script's JSON."""
     splits = ("PublicTest", "PrivateTest")
-    out: dict = {"accuracy": {}, "ferplus_accuracy": {}, "balanced_accuracy": {}}
+    out: dict = {"temperature": {}, "accuracy": {}, "ferplus_accuracy": {}, "balanced_accuracy": {}}
     for backend, key in BACKEND_KEYS.items():
         b = card[backend]
+        out["temperature"][key] = b["temperature"]  # each file's own, fitted on its own PublicTest logits
         out["accuracy"][key] = {s: b[s]["fer2013"]["accuracy"] for s in splits}
         out["ferplus_accuracy"][key] = {s: b[s]["ferplus"]["accuracy"] for s in splits}
         out["balanced_accuracy"][key] = {"PrivateTest_fer2013": b["PrivateTest"]["fer2013"]["balanced_accuracy"],

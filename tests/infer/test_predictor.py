@@ -91,7 +91,8 @@ def test_bundled_model_loads():
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_every_bundled_model_ships_whole(name, face_image):
-    """Weights and int8 export under 25 MB each, a card that names it and its figures, both backends agree."""
+    """Weights and int8 export under 25 MB each, a card that names it, its figures and its temperatures,
+    both backends agree."""
     import json
 
     model = MODELS[name]
@@ -101,6 +102,9 @@ def test_every_bundled_model_ships_whole(name, face_image):
     classes = {"fast": 4, "fast7": 7}.get(name)
     onnx, torch_fp32 = (EmotionPredictor(name, device="cpu", backend=b) for b in ("onnx", "torch"))
     assert onnx.backend == "onnxruntime-int8" and len(onnx.class_names) == len(torch_fp32.class_names) == classes
+    # the card was measured with the temperatures the files hold (a recalibrated file needs a new card)
+    assert card["temperature"] == {"onnxruntime_int8": onnx.classifier.temperature,
+                                   "pytorch_fp32": torch_fp32.classifier.temperature}
     box = (215, 120, 210, 240)
     assert np.abs(onnx.predict_emotion_from_frame(face_image, box)[2]
                   - torch_fp32.predict_emotion_from_frame(face_image, box)[2]).max() < 0.1
