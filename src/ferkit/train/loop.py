@@ -297,7 +297,8 @@ def train(cfg: TrainConfig, arrays: Fer2013Arrays | None = None) -> dict[str, An
                                   for view in tta_views(x_val, DEFAULT_TTA)])
         best_ckpt["temperature"] = fit_temperature(val_logits.numpy(), y_val.cpu().numpy())
         save_atomic(best_ckpt, out / BEST_CHECKPOINT)
-        log(f"temperature {best_ckpt['temperature']:g} (fitted on PublicTest) stored in {BEST_CHECKPOINT}")
+        log(f"temperature {best_ckpt['temperature']:g} (fitted on PublicTest, test-time views: {DEFAULT_TTA}) "
+            f"stored in {BEST_CHECKPOINT}")
         public_accuracy = state.best_accuracy
         if cfg.epoch_tta != cfg.tta:
             _, public_accuracy, _ = _score(best, x_val, y_val, cfg, device, cfg.tta)
