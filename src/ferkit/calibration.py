@@ -6,10 +6,11 @@
     calibrate_model("runs/x/fer_resnet18_best.pth", "fer2013.csv.gz")  # fit on PublicTest, store in the file
 
 A model's temperature ``T`` divides its logits before the softmax (Guo et al. 2017): it changes how
-sure the model says it is, never which class it picks. ferkit stores it in the checkpoint (and in an
-ONNX export's metadata), and both backends apply it, so every entry point reports calibrated scores.
-It is fitted for the test-time views every entry point averages (``DEFAULT_TTA``): their mean is less
-sure than each view alone, so a temperature fitted on one view would leave it underconfident.
+sure the model says it is, never which class one view picks (an average of views, rarely). ferkit
+stores it in the checkpoint (and in an ONNX export's metadata), and both backends apply it, so every
+entry point reports calibrated scores. It is fitted for the test-time views every entry point
+averages (``DEFAULT_TTA``): their mean is less sure than each view alone, so a temperature fitted on
+one view would leave it underconfident.
 """
 
 from __future__ import annotations
