@@ -12,6 +12,7 @@ each a thin call into the library, which never parses flags.
     ferkit serve     [--host 127.0.0.1] [--port 8000] [--model PATH]               # web service and live page
     ferkit export    [--model NAME|PATH] [--weights OUT.pt] [--onnx OUT.onnx [--int8 --calibration-data CSV]]
     ferkit calibrate MODEL --data fer2013.csv.gz [--out CALIBRATED]                # temperature scaling
+    ferkit teach     MODEL --data fer2013.csv.gz --out teacher.npz                 # then train --teacher
 
 Parsing imports neither torch nor OpenCV: ``ferkit --help`` answers at once; each command imports
 what it runs.
@@ -386,6 +387,29 @@ def calibrate_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def teach_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="the teacher: a bundled model's name or a checkpoint or weights file (.pth/.pt)")
+    p.add_argument("--data", required=True, help="FER2013 file whose Training images are scored")
+    p.add_argument("--out", required=True, help="the teacher file to write (.npz), for `ferkit train --teacher`")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda... (default: auto)")
+
+
+def teach_run(args: argparse.Namespace) -> int:
+    from ferkit.data import load_fer2013
+    from ferkit.device import resolve_device
+    from ferkit.infer.backends import resolve_model
+    from ferkit.train.distill import write_teacher
+
+    model = resolve_model(args.model)
+    if model.suffix == ".onnx":
+        raise ValueError(f"{model}: a teacher is a PyTorch checkpoint or weights file: an ONNX export has merged "
+                         "its labels")
+    out = write_teacher(model, load_fer2013(args.data), args.out, resolve_device(args.device))
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB): the logits of {model} for every Training image "
+          "and its mirror")
+    return 0
+
+
 def _calibration_faces(data: str, count: int):
     """``count`` Training faces drawn with a fixed seed (the same file gives the same int8 model)."""
     import numpy as np
@@ -412,6 +436,8 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "export": ("export a model: fp16 weights, ONNX (fp32 or int8), TorchScript", export_parser, export_run),
     "calibrate": ("fit a model's temperature on PublicTest, so that its probabilities mean what they say",
                   calibrate_parser, calibrate_run),
+    "teach": ("write a model's soft targets for every Training image, to distil it (ferkit train --teacher)",
+              teach_parser, teach_run),
 }
 
 

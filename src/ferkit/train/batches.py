@@ -25,6 +25,7 @@ from ferkit.data import (
 )
 from ferkit.train.augment import augment_batch, augment_sample, photometric_batch, random_erasing
 from ferkit.train.config import TrainConfig
+from ferkit.train.distill import teacher_probabilities
 
 
 def split_tensors(arrays: Fer2013Arrays, split: str, num_classes: int, device: torch.device,
@@ -53,17 +54,24 @@ def training_targets(arrays: Fer2013Arrays, labels: torch.Tensor, cfg: TrainConf
     """What training fits for each Training image: ``labels`` (FER2013's, as class indices), or soft
     targets: FER+'s vote shares (``--labels ferplus``; FER2013's label where FER+ has no votes), or
     FER2013's label smoothed toward them (``--smoothing-prior ferplus``: (1 - e) * one-hot + e *
-    shares, uniform where FER+ has no votes)."""
-    if cfg.labels == "fer2013" and cfg.smoothing_prior != "ferplus":
+    shares, uniform where FER+ has no votes); with ``--teacher``, (1 - w) * that + w * the teacher's
+    probabilities (``ferkit.train.distill``)."""
+    if not cfg.soft_targets:
         return labels
     k = cfg.label_classes
-    shares, voted = vote_shares(arrays, k)
-    one_hot = F.one_hot(labels, k).float()
-    if cfg.labels == "ferplus":
-        return torch.where(torch.from_numpy(voted)[:, None].to(labels.device),
-                           torch.from_numpy(shares).to(labels.device), one_hot)
-    prior = torch.from_numpy(np.where(voted[:, None], shares, 1 / k).astype(np.float32)).to(labels.device)
-    return (1 - cfg.label_smoothing) * one_hot + cfg.label_smoothing * prior
+    targets = F.one_hot(labels, k).float()
+    if cfg.labels == "ferplus" or cfg.smoothing_prior == "ferplus":
+        shares, voted = vote_shares(arrays, k)
+        if cfg.labels == "ferplus":
+            targets = torch.where(torch.from_numpy(voted)[:, None].to(labels.device),
+                                  torch.from_numpy(shares).to(labels.device), targets)
+        else:
+            prior = torch.from_numpy(np.where(voted[:, None], shares, 1 / k).astype(np.float32)).to(labels.device)
+            targets = (1 - cfg.label_smoothing) * targets + cfg.label_smoothing * prior
+    if cfg.teacher:
+        teacher = torch.from_numpy(teacher_probabilities(cfg.teacher, arrays, k)).to(labels.device)
+        targets = (1 - cfg.teacher_weight) * targets + cfg.teacher_weight * teacher
+    return targets
 
 
 def hard_labels(targets: torch.Tensor) -> torch.Tensor:

@@ -68,6 +68,10 @@ class TrainConfig:
     smoothing_prior: str = knob("uniform", "what label smoothing moves toward: uniform, or ferplus (each image's "
                                 "FER+ vote shares: --label-smoothing 0.5 mixes FER2013 and FER+ half and half)",
                                 ("uniform", "ferplus"))
+    teacher: str = knob("", "a teacher file (`ferkit teach`): its probabilities for each Training image and its "
+                        "mirror, averaged, make --teacher-weight of every target ('': none)")
+    teacher_weight: float = knob(0.5, "share of each target from --teacher: (1 - w) * the target without it + w * "
+                                 "the teacher's probabilities", bounds=(0, 1))
     class_weights: bool = knob(False, "weight the loss by inverse class frequency")
     sampler: str = knob("shuffle", "shuffle, or balanced (classes drawn equally often)", ("shuffle", "balanced"))
     flip: float = knob(0.5, "probability of a horizontal flip", bounds=(0, 1))
@@ -93,6 +97,11 @@ class TrainConfig:
     def label_classes(self) -> int:
         """How many labels training fits: FER2013's seven with ``fine_labels``, else the task's."""
         return 7 if self.fine_labels else self.classes
+
+    @property
+    def soft_targets(self) -> bool:
+        """Whether training fits probability vectors (FER+'s votes, a teacher's) rather than class indices."""
+        return self.labels == "ferplus" or self.smoothing_prior == "ferplus" or bool(self.teacher)
 
     @property
     def epoch_tta(self) -> str:
@@ -148,11 +157,11 @@ def check_config(cfg: TrainConfig) -> None:
     if not cfg.lr > 0:
         raise ValueError(f"--lr must be above 0, got {cfg.lr!r}")
     if cfg.pipeline == "dataloader" and (cfg.sampler != "shuffle" or cfg.erasing or cfg.mixup or cfg.cutmix
-                                         or cfg.photometric or cfg.smoothing_prior != "uniform"):
+                                         or cfg.photometric or cfg.soft_targets):
         raise ValueError("--pipeline dataloader runs the geometric augmentation and hard labels only; "
                          "use --pipeline tensor")
-    if (cfg.smoothing_prior == "ferplus" or cfg.labels == "ferplus") and cfg.loss == "focal":
-        raise ValueError("FER+'s votes make soft targets, which --loss focal does not take")
+    if cfg.soft_targets and cfg.loss == "focal":
+        raise ValueError("FER+'s votes and --teacher make soft targets, which --loss focal does not take")
     if cfg.pipeline == "dataloader" and cfg.labels != "fer2013":
         raise ValueError("--pipeline dataloader trains on FER2013's labels only; use --pipeline tensor")
     if cfg.classes == 8 and (cfg.labels != "ferplus" or cfg.fine_labels):

@@ -72,7 +72,7 @@ def make_loss(cfg: TrainConfig, train_labels: torch.Tensor) -> Callable[[torch.T
         weight = (counts.sum() / (cfg.label_classes * counts.clamp(min=1))).to(train_labels.device)
     if cfg.loss == "ce":  # targets smoothed toward FER+'s votes (--smoothing-prior ferplus) come smoothed already
         smoothing = cfg.label_smoothing if cfg.smoothing_prior == "uniform" else 0.0
-        if weight is not None and smoothing > 0 and cfg.labels == "fer2013":  # class indices
+        if weight is not None and smoothing > 0 and not cfg.soft_targets:  # class indices
             return partial(weighted_smoothed_cross_entropy, weight=weight, smoothing=smoothing)
         return partial(F.cross_entropy, weight=weight, label_smoothing=smoothing)
 
