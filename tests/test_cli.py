@@ -74,3 +74,11 @@ def test_evaluate_scores_what_the_predictor_runs_by_default(fer_csv, random_chec
     pixels, emotion = load_fer2013(fer_csv).split("PrivateTest")
     predicted = EmotionPredictor(random_checkpoint, device="cpu", backend="torch").predict_crops(list(pixels)).argmax(1)
     assert accuracy == pytest.approx((predicted == map_labels(emotion, 4)).mean(), abs=1e-4)
+
+
+@pytest.mark.parametrize("command", [["image", "photo.jpg"], ["train", "--data", "x.csv"],
+                                     ["teach", "fast", "--data", "x.csv", "--out", "t.npz"]])
+def test_an_unknown_device_is_one_line(command, capsys):
+    assert main([*command, "--device", "foo"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: unknown device 'foo'; use auto, cpu, cuda or cuda:N\n"

@@ -400,11 +400,11 @@ def teach_run(args: argparse.Namespace) -> int:
     from ferkit.infer.backends import resolve_model
     from ferkit.train.distill import write_teacher
 
-    model = resolve_model(args.model)
+    device, model = resolve_device(args.device), resolve_model(args.model)
     if model.suffix == ".onnx":
         raise ValueError(f"{model}: a teacher is a PyTorch checkpoint or weights file: an ONNX export has merged "
                          "its labels")
-    out = write_teacher(model, load_fer2013(args.data), args.out, resolve_device(args.device))
+    out = write_teacher(model, load_fer2013(args.data), args.out, device)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB): the logits of {model} for every Training image "
           "and its mirror")
     return 0
