@@ -44,6 +44,9 @@ def fitted_labels(ckpt: dict) -> tuple[str, ...]:
 def write_teacher(model: str | os.PathLike, arrays: Fer2013Arrays, out: str | os.PathLike,
                   device: torch.device | str = "cpu", batch_size: int = 512) -> Path:
     """Write a teacher file (see the module's docstring) from a checkpoint or fp16 weights file."""
+    out = Path(out)
+    if out.suffix != ".npz":
+        raise ValueError(f"{out}: a teacher file is an .npz")
     ckpt = load_checkpoint(model)
     net = model_from_checkpoint(ckpt, model).to(device).eval()
     pixels, _ = arrays.split("Training")
@@ -53,10 +56,6 @@ def write_teacher(model: str | os.PathLike, arrays: Fer2013Arrays, out: str | os
     fitted = lambda x: net(x, merge=False)  # noqa: E731 - the labels the network fitted, unmerged
     logits = np.stack([predict_logits(fitted, view, batch_size, device).numpy()
                        for view in (images, images.flip(-1))], axis=1)
-    out = Path(out)
-    if out.suffix != ".npz":
-        raise ValueError(f"{out}: a teacher file is an .npz")
-    out.parent.mkdir(parents=True, exist_ok=True)
     contents = dict(logits=logits.astype(np.float16), labels=np.array(fitted_labels(ckpt)),
                     rows=np.flatnonzero(arrays.rows("Training")),
                     pixels_sha256=np.array(training_pixels_sha256(arrays)))
