@@ -49,8 +49,8 @@ SERVICE = ServiceConfig()  # the service's defaults
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--model", help="a bundled model's name (fast, the default) or a checkpoint, weights file or "
-                       "ONNX export")
+    group.add_argument("--model", help="a bundled model's name (fast, the default; fast7: seven classes) or a "
+                       "checkpoint, weights file or ONNX export")
     group.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda... (default: auto)")
     group.add_argument("--backend", choices=BACKENDS, default="auto",
                        help="auto: ONNX Runtime on the CPU when installed, else PyTorch (default: auto)")
@@ -126,7 +126,8 @@ def evaluate_parser(p: argparse.ArgumentParser) -> None:
     source.add_argument("--data", help="FER2013: fer2013.csv, fer2013.csv.gz or .npz")
     source.add_argument("--folder", help="labelled face images, one subfolder per label (anger, happiness, ...)")
     p.add_argument("--model", "--checkpoint", dest="model",
-                   help="a bundled model's name (fast, the default) or a checkpoint or ONNX export")
+                   help="a bundled model's name (fast, the default; fast7: seven classes) or a checkpoint or "
+                   "ONNX export")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="score as EmotionPredictor runs the model with this backend (default: auto)")
     p.add_argument("--as-trained", action="store_true",

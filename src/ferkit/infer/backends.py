@@ -45,9 +45,10 @@ class BundledModel:
 # The models EmotionPredictor(model=NAME) and --model NAME find; the first is the default.
 MODELS = {m.name: m for m in (
     BundledModel("fast", WEIGHTS_DIR / "fast_fp16.pt", WEIGHTS_DIR / "fast_int8.onnx", WEIGHTS_DIR / "fast.json"),
+    BundledModel("fast7", WEIGHTS_DIR / "fast7_fp16.pt", WEIGHTS_DIR / "fast7_int8.onnx", WEIGHTS_DIR / "fast7.json"),
 )}
 DEFAULT_MODEL = "fast"
-NOT_YET_SHIPPED = ("fast7", "accurate")
+NOT_YET_SHIPPED = ("accurate",)
 BUNDLED_MODEL = MODELS[DEFAULT_MODEL].weights
 ONNX_INPUT, ONNX_OUTPUT = "faces", "logits"
 ONNX_OPSET = 17

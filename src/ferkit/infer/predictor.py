@@ -185,7 +185,8 @@ def resize_face(face: np.ndarray) -> np.ndarray:
 class EmotionPredictor:
     """A trained model ready for faces: loads a checkpoint safely (weights only) once.
 
-    ``model``: a bundled model's name (``"fast"``, the default) or a ferkit checkpoint, weights file
+    ``model``: a bundled model's name (``"fast"``, the default; ``"fast7"`` for FER2013's seven
+    classes) or a ferkit checkpoint, weights file
     or ONNX export (``checkpoint=`` is the same, by its older name).
     ``device``: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ...
     ``backend``: ``"auto"`` (ONNX Runtime on the CPU when installed), ``"torch"`` or ``"onnx"``.
