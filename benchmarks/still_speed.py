@@ -1,8 +1,9 @@
 """A still photo end to end (decode excluded): detect every face and classify it, side by side with peers.
 
-    python benchmarks/still_speed.py [--image PHOTO] [--repeats 30] [--json reports/inference/still_speed.json]
+    python benchmarks/still_speed.py [--image PHOTO] [--model fast fast7 ...] [--repeats 30] [--json OUT.json]
 
-Times ``EmotionPredictor().predict(image)`` (the default detector and backend) on a 640x480 BGR
+Times ``EmotionPredictor(model).predict(image)`` (the default detector and backend; ``--model``: bundled
+models' names or model files, default ``fast``) on a 640x480 BGR
 photo (default: the bundled obama.jpg fitted into 640x480), with ONNX Runtime's default threads and
 with each thread count of ``--threads``; and, when the ``fer`` package (mini-Xception, OpenCV Haar
 detector) is installed, its ``FER().detect_emotions`` on the same array. Medians of ``--repeats``
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import sys
 
@@ -42,6 +44,7 @@ def photo(path: str | None) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--image")
+    parser.add_argument("--model", nargs="+", default=["fast"], help="bundled models' names or model files")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, nargs="*", default=[1])
     parser.add_argument("--tta", nargs="+", default=["none"], help="EmotionPredictor's test-time views, each timed")
@@ -49,15 +52,14 @@ def main() -> None:
     args = parser.parse_args()
     image = photo(args.image)
     results = {}
-    for tta in args.tta:
-        for threads in [None, *args.threads]:
-            predictor = EmotionPredictor(threads=threads, tta=tta)
-            for _ in range(WARM_UP):
-                faces = predictor.predict(image)
-            views = "" if tta == "none" else f", tta {tta}"
-            name = f"ferkit ({predictor.backend}, {'default' if threads is None else threads} ORT threads{views})"
-            results[name] = {"ms": 1000 * timed_median(lambda p=predictor: p.predict(image), args.repeats),
-                             "faces": [(f.box, f.emotion) for f in faces]}
+    for model, tta, threads in itertools.product(args.model, args.tta, [None, *args.threads]):
+        predictor = EmotionPredictor(model, threads=threads, tta=tta)
+        for _ in range(WARM_UP):
+            faces = predictor.predict(image)
+        views = "" if tta == "none" else f", tta {tta}"
+        name = f"ferkit {model} ({predictor.backend}, {'default' if threads is None else threads} ORT threads{views})"
+        results[name] = {"ms": 1000 * timed_median(lambda p=predictor: p.predict(image), args.repeats),
+                         "faces": [(f.box, f.emotion) for f in faces]}
     try:
         from fer.fer import FER  # fer 25.x; older releases also export it from the package
     except ImportError:
