@@ -2,6 +2,7 @@
 
     python benchmarks/wild.py --data ../shared/data/fer2013.csv.gz --folder ../shared/wild/muxspace-dev \
         --tau 0 0.5 1 --json reports/wild/PublicTest.json ferkit runs/wild/r1/fer_resnet18_best.pth
+    python benchmarks/wild.py ... --ensemble fast fast7      # also the two as one model (mean probabilities)
 
 For each checkpoint (``ferkit``: the bundled model) and each ``tau``, through ``EmotionPredictor``'s
 PyTorch backend in fp32 with no test-time augmentation (what users run), on ``--split``
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 from common import machine
 
-from ferkit.data import load_fer2013, map_labels, split_labels
+from ferkit.data import class_mapping, load_fer2013, map_labels, split_labels
 from ferkit.evaluation import classification_metrics, trust_metrics
 from ferkit.folders import evaluate_folder
 from ferkit.infer.predictor import EmotionPredictor
@@ -42,7 +43,21 @@ SCORES = ("accuracy", "balanced_accuracy", "num_samples", "confusion_matrix", "p
           "risk_coverage")
 
 
-def score(predictor: EmotionPredictor, arrays, split: str, folder: str) -> dict:
+class Ensemble:
+    """Several predictors as one: the mean of their probabilities, in the first one's classes (a 7-class
+    model's merged into 4 where the first has 4)."""
+
+    def __init__(self, predictors: list[EmotionPredictor]) -> None:
+        self.predictors, self.class_names = predictors, predictors[0].class_names
+
+    def predict_crops(self, faces) -> np.ndarray:
+        k = len(self.class_names)
+        merged = [p.predict_crops(faces) @ np.eye(k, dtype=np.float32)[class_mapping(k)]
+                  if len(p.class_names) == 7 and k == 4 else p.predict_crops(faces) for p in self.predictors]
+        return np.mean(merged, axis=0)
+
+
+def score(predictor: EmotionPredictor | Ensemble, arrays, split: str, folder: str) -> dict:
     """What the rule reads (and the model card quotes) for one split and the crop folder."""
     pixels, _ = arrays.split(split)
     probabilities = predictor.predict_crops(list(pixels))
@@ -68,13 +83,17 @@ def main() -> None:
     parser.add_argument("--folder", required=True, help="labelled face crops, one folder per label")
     parser.add_argument("--split", default="PublicTest")
     parser.add_argument("--tau", nargs="+", type=float, default=[0.0])
+    parser.add_argument("--ensemble", action="store_true", help="also score the checkpoints as one model: the mean "
+                        "of their probabilities (no tau)")
     parser.add_argument("--json")
     args = parser.parse_args()
     arrays = load_fer2013(args.data)
     results = []
+    members = []
     for checkpoint in args.checkpoints:
         predictor = EmotionPredictor(None if checkpoint == "ferkit" else checkpoint, device="cpu", backend="torch",
                                      tta="none")  # one view: what PLAN.md's rule reads
+        members.append(predictor)
         model = predictor.classifier.model
         bias = model.fc.bias.detach().clone()
         log_prior = training_log_prior(arrays, model)
@@ -87,6 +106,15 @@ def main() -> None:
                   f"{r['ferplus']['accuracy']:.4f} (bal {r['ferplus']['balanced_accuracy']:.4f}) | FER2013 acc "
                   f"{r['fer2013']['accuracy']:.4f} (bal {r['fer2013']['balanced_accuracy']:.4f}) | "
                   f"mean(wild, FER+) {r['rule_mean']:.4f}", flush=True)
+        with torch.no_grad():
+            model.fc.bias.copy_(bias)
+    if args.ensemble:
+        r = {"checkpoint": "+".join(args.checkpoints), "tau": 0.0,
+             **score(Ensemble(members), arrays, args.split, args.folder)}
+        results.append(r)
+        print(f"ensemble: wild balanced {r['wild']['balanced_accuracy']:.4f} | FER+ acc "
+              f"{r['ferplus']['accuracy']:.4f} | FER2013 acc {r['fer2013']['accuracy']:.4f} | mean(wild, FER+) "
+              f"{r['rule_mean']:.4f}", flush=True)
     if args.json:
         record = {"command": "python benchmarks/wild.py " + " ".join(sys.argv[1:]), "split": args.split,
                   "date": datetime.date.today().isoformat(), "machine": machine(), "results": results}
