@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from common import machine
 
-from ferkit.data import class_mapping, load_fer2013, map_labels, split_labels
+from ferkit.data import load_fer2013, map_labels, merge_columns, split_labels
 from ferkit.evaluation import classification_metrics, trust_metrics
 from ferkit.folders import evaluate_folder
 from ferkit.infer.predictor import EmotionPredictor
@@ -52,8 +52,8 @@ class Ensemble:
 
     def predict_crops(self, faces) -> np.ndarray:
         k = len(self.class_names)
-        merged = [p.predict_crops(faces) @ np.eye(k, dtype=np.float32)[class_mapping(k)]
-                  if len(p.class_names) == 7 and k == 4 else p.predict_crops(faces) for p in self.predictors]
+        merged = [merge_columns(p.predict_crops(faces), k) if len(p.class_names) == 7 and k == 4
+                  else p.predict_crops(faces) for p in self.predictors]
         return np.mean(merged, axis=0)
 
 

@@ -94,6 +94,12 @@ def map_labels(emotion: np.ndarray, num_classes: int) -> np.ndarray:
     return np.asarray(class_mapping(num_classes), dtype=np.int64)[emotion]
 
 
+def merge_columns(per_label: np.ndarray, num_classes: int) -> np.ndarray:
+    """Values over FER2013's seven labels (..., 7), such as votes or probabilities, summed into the
+    chosen task's classes (..., num_classes)."""
+    return per_label @ np.eye(num_classes, dtype=np.float32)[class_mapping(num_classes)]
+
+
 # ----------------------------------------------------------------------------------------------
 # Parsing
 

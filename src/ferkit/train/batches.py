@@ -16,11 +16,11 @@ from ferkit.data import (
     EMOTIONS_8,
     SPLIT_ALIASES,
     Fer2013Arrays,
-    class_mapping,
     class_names,
     load_fer2013,
     load_ferplus_votes,
     map_labels,
+    merge_columns,
     split_labels,
 )
 from ferkit.train.augment import augment_batch, augment_sample, photometric_batch, random_erasing
@@ -45,7 +45,7 @@ def vote_shares(arrays: Fer2013Arrays, k: int) -> np.ndarray:
     if k == 8:
         votes = load_ferplus_votes(arrays, columns=EMOTIONS_8)[arrays.rows("Training")]
     else:  # FER2013's 7 labels -> the k fitted
-        votes = load_ferplus_votes(arrays)[arrays.rows("Training")] @ np.eye(k, dtype=np.float32)[class_mapping(k)]
+        votes = merge_columns(load_ferplus_votes(arrays)[arrays.rows("Training")], k)
     total = votes.sum(1, keepdims=True)
     return votes / np.maximum(total, 1), total[:, 0] > 0
 

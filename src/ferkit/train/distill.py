@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ferkit.checkpoint import load_checkpoint, model_from_checkpoint, write_atomic
-from ferkit.data import EMOTIONS_7, Fer2013Arrays, class_mapping, class_names
+from ferkit.data import EMOTIONS_7, Fer2013Arrays, class_names, merge_columns
 from ferkit.evaluation import predict_logits
 
 
@@ -84,14 +84,13 @@ def teacher_probabilities(path: str | os.PathLike, arrays: Fer2013Arrays, num_la
         raise ValueError(f"--teacher {path}: not a readable .npz teacher file ({str(e).splitlines()[0][:200]})") \
             from None
     labels = tuple(str(x) for x in labels)
-    n = int(arrays.rows("Training").sum())
+    training_rows = np.flatnonzero(arrays.rows("Training"))
     if logits.ndim != 3 or logits.shape[:2] != (len(rows), 2) or logits.shape[2] != len(labels) or not labels:
         raise ValueError(f"--teacher {path}: logits of shape {logits.shape} do not fit {len(rows)} rows x 2 views "
                          f"x {len(labels)} labels")
-    if len(rows) != n or not np.array_equal(rows, np.flatnonzero(arrays.rows("Training"))) \
-            or str(digest) != training_pixels_sha256(arrays):
+    if not np.array_equal(rows, training_rows) or str(digest) != training_pixels_sha256(arrays):
         raise ValueError(f"--teacher {path}: written for other data ({len(rows)} Training images; this data has "
-                         f"{n}, or other pixels): write it again with `ferkit teach` on this file")
+                         f"{len(training_rows)}, or other pixels): write it again with `ferkit teach` on this file")
     if not np.isfinite(logits).all():
         raise ValueError(f"--teacher {path}: logits hold NaN or infinite values")
     probs = torch.from_numpy(logits.astype(np.float32)).softmax(-1).mean(1).numpy()
@@ -99,6 +98,6 @@ def teacher_probabilities(path: str | os.PathLike, arrays: Fer2013Arrays, num_la
     if labels == student:
         return probs
     if labels == EMOTIONS_7:
-        return probs @ np.eye(num_labels, dtype=np.float32)[class_mapping(num_labels)]
+        return merge_columns(probs, num_labels)
     raise ValueError(f"--teacher {path}: the teacher's labels {labels} cannot be merged into the student's "
                      f"{student}")
