@@ -76,6 +76,13 @@ def score(predictor: EmotionPredictor | Ensemble, arrays, split: str, folder: st
     return out
 
 
+def summary(name: str, r: dict) -> str:
+    """One line of what the rule reads, for the log."""
+    return (f"{name}: wild balanced {r['wild']['balanced_accuracy']:.4f} | FER+ acc {r['ferplus']['accuracy']:.4f} "
+            f"(bal {r['ferplus']['balanced_accuracy']:.4f}) | FER2013 acc {r['fer2013']['accuracy']:.4f} "
+            f"(bal {r['fer2013']['balanced_accuracy']:.4f}) | mean(wild, FER+) {r['rule_mean']:.4f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoints", nargs="+", help="checkpoint paths, or 'ferkit' for the bundled model")
@@ -102,19 +109,14 @@ def main() -> None:
                 model.fc.bias.copy_(bias - tau * log_prior)
             r = {"checkpoint": checkpoint, "tau": tau, **score(predictor, arrays, args.split, args.folder)}
             results.append(r)
-            print(f"{checkpoint} tau {tau}: wild balanced {r['wild']['balanced_accuracy']:.4f} | FER+ acc "
-                  f"{r['ferplus']['accuracy']:.4f} (bal {r['ferplus']['balanced_accuracy']:.4f}) | FER2013 acc "
-                  f"{r['fer2013']['accuracy']:.4f} (bal {r['fer2013']['balanced_accuracy']:.4f}) | "
-                  f"mean(wild, FER+) {r['rule_mean']:.4f}", flush=True)
+            print(summary(f"{checkpoint} tau {tau}", r), flush=True)
         with torch.no_grad():
             model.fc.bias.copy_(bias)
     if args.ensemble:
         r = {"checkpoint": "+".join(args.checkpoints), "tau": 0.0,
              **score(Ensemble(members), arrays, args.split, args.folder)}
         results.append(r)
-        print(f"ensemble: wild balanced {r['wild']['balanced_accuracy']:.4f} | FER+ acc "
-              f"{r['ferplus']['accuracy']:.4f} | FER2013 acc {r['fer2013']['accuracy']:.4f} | mean(wild, FER+) "
-              f"{r['rule_mean']:.4f}", flush=True)
+        print(summary("ensemble", r), flush=True)
     if args.json:
         record = {"command": "python benchmarks/wild.py " + " ".join(sys.argv[1:]), "split": args.split,
                   "date": datetime.date.today().isoformat(), "machine": machine(), "results": results}
