@@ -12,7 +12,9 @@ PyTorch backend in fp32 with no test-time augmentation (what users run), on ``--
 - ``fer2013``: accuracy against FER2013's own labels (and balanced accuracy for both label sets).
 ``tau`` > 0 applies post-hoc logit adjustment (Menon et al. 2021): ``tau * log(prior)`` is taken off
 the logits of the labels the network fits, the prior being their frequency in FER2013's Training
-split; it is a change of the last layer's bias, so a chosen tau can ship inside the weights.
+split (``--prior labels``) or that of the class each label is merged into (``--prior classes``: each
+class's probability is multiplied by ``prior ** -tau``); it is a change of the last layer's bias, so a
+chosen tau can ship inside the weights.
 """
 
 from __future__ import annotations
@@ -32,10 +34,14 @@ from ferkit.folders import evaluate_folder
 from ferkit.infer.predictor import EmotionPredictor
 
 
-def training_log_prior(arrays, model) -> torch.Tensor:
-    """log of the Training split's frequency of each label the model's last layer scores."""
+def training_log_prior(arrays, model, per: str = "labels") -> torch.Tensor:
+    """log of the Training split's frequency of each label the model's last layer scores (``labels``),
+    or of the class that label is merged into (``classes``)."""
+    emotion = arrays.split("Training")[1]
     fitted = 7 if model.fine_to_class is not None else model.num_classes
-    counts = np.bincount(map_labels(arrays.split("Training")[1], fitted), minlength=fitted)
+    counts = np.bincount(map_labels(emotion, fitted), minlength=fitted)
+    if per == "classes" and model.fine_to_class is not None:
+        counts = np.bincount(map_labels(emotion, model.num_classes), minlength=model.num_classes)[model.fine_to_class]
     return torch.from_numpy(np.log(counts / counts.sum())).float()
 
 
@@ -90,6 +96,8 @@ def main() -> None:
     parser.add_argument("--folder", required=True, help="labelled face crops, one folder per label")
     parser.add_argument("--split", default="PublicTest")
     parser.add_argument("--tau", nargs="+", type=float, default=[0.0])
+    parser.add_argument("--prior", choices=("labels", "classes"), default="labels",
+                        help="whose Training frequency tau takes off: each fitted label's, or its class's")
     parser.add_argument("--ensemble", action="store_true", help="also score the checkpoints as one model: the mean "
                         "of their probabilities (no tau)")
     parser.add_argument("--json")
@@ -103,11 +111,12 @@ def main() -> None:
         members.append(predictor)
         model = predictor.classifier.model
         bias = model.fc.bias.detach().clone()
-        log_prior = training_log_prior(arrays, model)
+        log_prior = training_log_prior(arrays, model, args.prior)
         for tau in args.tau:
             with torch.no_grad():
                 model.fc.bias.copy_(bias - tau * log_prior)
-            r = {"checkpoint": checkpoint, "tau": tau, **score(predictor, arrays, args.split, args.folder)}
+            r = {"checkpoint": checkpoint, "tau": tau, "prior": args.prior,
+                 **score(predictor, arrays, args.split, args.folder)}
             results.append(r)
             print(summary(f"{checkpoint} tau {tau}", r), flush=True)
         with torch.no_grad():
