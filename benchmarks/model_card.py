@@ -9,8 +9,9 @@ Through ``EmotionPredictor`` with each backend a user may get (ONNX Runtime, the
 default on CPUs; PyTorch fp32), with ``--tta`` views (default: EmotionPredictor's): accuracy and
 balanced accuracy on PublicTest and PrivateTest against FER2013's labels and FER+'s majority labels,
 on a labelled folder of in-the-wild face crops, and the robustness benchmark on PublicTest
-(PyTorch). The JSON is what the card (``src/ferkit/weights/<model>.json``) quotes under
-``accuracy``; ``--update-card`` writes them there.
+(PyTorch; ``--no-robustness`` leaves it out: with twelve views it runs for over an hour on 2 cores).
+The JSON is what the card (``src/ferkit/weights/<model>.json``) quotes under ``accuracy``;
+``--update-card`` writes them there.
 """
 
 from __future__ import annotations
@@ -101,12 +102,19 @@ def main() -> None:
     parser.add_argument("--markdown", action="store_true", help="print the card's tables from --json, measure nothing")
     parser.add_argument("--update-card", metavar="CARD_JSON",
                         help="write --json's figures into a bundled model's card JSON, measure nothing")
+    parser.add_argument("--robustness", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run the robustness benchmark on PublicTest (a card needs it; default: yes)")
     parser.add_argument("--tta", default=DEFAULT_TTA, help=f"test-time views, as EmotionPredictor(tta=) (default: "
                                                           f"{DEFAULT_TTA}, as users run it)")
     args = parser.parse_args()
     if args.update_card:
+        measured = json.loads(open(args.json).read())
+        missing = [k for k in (*BACKEND_KEYS, "robustness_PublicTest_torch") if k not in measured]
+        if missing:
+            parser.error(f"{args.json} lacks {', '.join(missing)}: a card quotes both backends and the robustness "
+                         "benchmark (measure with the default --backends and --robustness)")
         card = json.loads(open(args.update_card).read())
-        card.update(card_figures(json.loads(open(args.json).read())))
+        card.update(card_figures(measured))
         with open(args.update_card, "w") as f:
             json.dump(card, f, indent=2)
             f.write("\n")
@@ -133,13 +141,14 @@ def main() -> None:
                                                  f"{card[key][split][labels]['balanced_accuracy']:.4f}"
                                                  for labels in ("fer2013", "ferplus"))
                   + f" | wild balanced {card[key]['wild']['balanced_accuracy']:.4f}", flush=True)
-    predictor = EmotionPredictor(args.model, device="cpu", backend="torch", tta=args.tta)
-    pixels, _ = arrays.split("PublicTest")
-    r = robustness(predictor, pixels, split_labels(arrays, "PublicTest", len(predictor.class_names)))
-    card["robustness_PublicTest_torch"] = {"clean": round(r["clean"], 4),
-                                           "mean_corrupted": round(r["mean_corrupted"], 4),
-                                           "drop": {k: round(v, 4) for k, v in r["drop"].items()}}
-    print(f"robustness: {card['robustness_PublicTest_torch']}")
+    if args.robustness:
+        predictor = EmotionPredictor(args.model, device="cpu", backend="torch", tta=args.tta)
+        pixels, _ = arrays.split("PublicTest")
+        r = robustness(predictor, pixels, split_labels(arrays, "PublicTest", len(predictor.class_names)))
+        card["robustness_PublicTest_torch"] = {"clean": round(r["clean"], 4),
+                                               "mean_corrupted": round(r["mean_corrupted"], 4),
+                                               "drop": {k: round(v, 4) for k, v in r["drop"].items()}}
+        print(f"robustness: {card['robustness_PublicTest_torch']}")
     with open(args.json, "w") as f:
         json.dump(card, f, indent=1)
 

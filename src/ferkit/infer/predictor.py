@@ -196,7 +196,8 @@ class EmotionPredictor:
     probabilities and ``index``, the most probable class, unchanged); 0 (the default) never abstains.
     ``tta``: test-time views of each face, their probabilities averaged (``TTA_MODES``, as in
     evaluation): ``"flip"`` (the default: the face and its mirror, in one batch; on PublicTest, +1.1
-    points of FER2013 accuracy for the ``fast`` model), ``"none"`` (one view) or more.
+    points of FER2013 accuracy for the ``fast`` model), ``"none"`` (one view) or more: ``"tencrop_full"``
+    (12 views) adds 0.1-1.4 points more for about 1.15x a photo's time (``docs/inference.md``).
     ``docs/MODEL_CARD.md`` gives each bundled model's accuracy at several thresholds.
 
     Probabilities are calibrated: the logits are divided by the model's fitted temperature
