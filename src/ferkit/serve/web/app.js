@@ -149,8 +149,11 @@ async function cameraLoop(socket) {
       frame.getContext("2d").drawImage(video, 0, 0);
       const blob = await new Promise((resolve) => frame.toBlob(resolve, "image/jpeg", 0.85));
       try {
+        const bytes = await blob.arrayBuffer();
+        // Listen, send and await in one turn: a close while the answer has no awaiter yet would be an
+        // unhandled rejection (the camera stopped during arrayBuffer(), seen as a page error in CI).
         const answer = answerOf(socket);
-        socket.send(await blob.arrayBuffer());
+        socket.send(bytes);
         const result = await answer;
         if (!stream || live !== socket) break;
         if (result.error) throw new Error(result.error);
