@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.4.1"
+__version__ = "0.4.2"
 
 _HOME = {
     "EmotionPredictor": "ferkit.infer.predictor", "Face": "ferkit.infer.predictor",
