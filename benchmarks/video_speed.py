@@ -32,6 +32,7 @@ from ferkit.infer.pipeline import FacePipeline
 from ferkit.infer.predictor import EmotionPredictor
 
 FERKIT = "ferkit video (decode, pipeline, H.264 writer)"  # the first of --tta: what the ratio to fer compares
+FER = "fer package (pipeline only, no decode or writing)"
 
 
 def main() -> None:
@@ -60,13 +61,12 @@ def main() -> None:
             name = FERKIT if i == 0 else f"{FERKIT}, run {i + 1}, tta {tta}"
             record[name] = {"fps": result.frames / seconds, "frames": result.frames, "tta": tta}
     if args.fer_python:
-        record["fer package (pipeline only, no decode or writing)"] = fer_speed(args.fer_python, clip, 1)
+        record[FER] = fer_speed(args.fer_python, clip, 1)
     for name, r in record.items():
         if isinstance(r, dict) and r:
             print(f"{name:55s} {r['fps']:7.1f} frames/s")
-    if args.fer_python and record["fer package (pipeline only, no decode or writing)"]:
-        ratio = (record[FERKIT]["fps"]
-                 / record["fer package (pipeline only, no decode or writing)"]["fps"])
+    if args.fer_python and record[FER]:
+        ratio = record[FERKIT]["fps"] / record[FER]["fps"]
         record["ratio"] = ratio
         print(f"ferkit / fer: {ratio:.2f}x")
     Path(args.out).write_text(json.dumps(record, indent=1) + "\n")

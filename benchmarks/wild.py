@@ -38,10 +38,11 @@ def training_log_prior(arrays, model, per: str = "labels") -> torch.Tensor:
     """log of the Training split's frequency of each label the model's last layer scores (``labels``),
     or of the class that label is merged into (``classes``)."""
     emotion = arrays.split("Training")[1]
-    fitted = 7 if model.fine_to_class is not None else model.num_classes
-    counts = np.bincount(map_labels(emotion, fitted), minlength=fitted)
     if per == "classes" and model.fine_to_class is not None:
         counts = np.bincount(map_labels(emotion, model.num_classes), minlength=model.num_classes)[model.fine_to_class]
+    else:
+        fitted = 7 if model.fine_to_class is not None else model.num_classes
+        counts = np.bincount(map_labels(emotion, fitted), minlength=fitted)
     return torch.from_numpy(np.log(counts / counts.sum())).float()
 
 

@@ -57,9 +57,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--min-confidence", type=float, default=0.0,
                        help="label faces whose top probability is below this 'uncertain' (default: 0, never)")
     group.add_argument("--tta", choices=TTA_MODES, default=DEFAULT_TTA,
-                       help="test-time views of each face, their probabilities averaged: flip adds its mirror, none "
-                       "is one view, tencrop_full twelve (about a point more accurate, for photos rather than video) "
-                       f"(default: {DEFAULT_TTA})")
+                       help="test-time views per face, averaged: flip adds its mirror, none is one view, tencrop_full "
+                       f"twelve (about a point more accurate, for photos rather than video; default: {DEFAULT_TTA})")
 
 
 def add_detector_options(parser: argparse.ArgumentParser, video: bool) -> None:
