@@ -3,11 +3,14 @@
     python benchmarks/wild.py --data ../shared/data/fer2013.csv.gz --folder ../shared/wild/muxspace-dev \
         --tau 0 0.5 1 --json reports/wild/PublicTest.json ferkit runs/wild/r1/fer_resnet18_best.pth
     python benchmarks/wild.py ... --ensemble fast fast7      # also the two as one model (mean probabilities)
+    python benchmarks/wild.py --data ... --folder ../shared/wild/muxspace-dev ../shared/posed/ckplus-dev \
+        --tta flip ferkit runs/teachers/fastbank/fer_resnet18_best.pth   # reports/teachers/PLAN.md's rule
 
 For each checkpoint (``ferkit``: the bundled model) and each ``tau``, through ``EmotionPredictor``'s
-PyTorch backend in fp32 with no test-time augmentation (what users run), on ``--split``
-(PublicTest by default):
-- ``wild``: balanced accuracy on a labelled folder of face crops (classified as they are),
+PyTorch backend in fp32 with the test-time views ``--tta`` (default: none, one view, what
+reports/wild/PLAN.md's rules read), on ``--split`` (PublicTest by default):
+- ``wild``: balanced accuracy on the first labelled folder of face crops (classified as they are),
+  and ``folders``: the same for each folder given,
 - ``ferplus``: accuracy against FER+'s majority labels (rows without one left out),
 - ``fer2013``: accuracy against FER2013's own labels (and balanced accuracy for both label sets).
 ``tau`` > 0 applies post-hoc logit adjustment (Menon et al. 2021): ``tau * log(prior)`` is taken off
@@ -23,12 +26,14 @@ import argparse
 import datetime
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 from common import machine
 
 from ferkit.data import load_fer2013, map_labels, merge_columns, split_labels
+from ferkit.defaults import TTA_MODES
 from ferkit.evaluation import classification_metrics, trust_metrics
 from ferkit.folders import evaluate_folder
 from ferkit.infer.predictor import EmotionPredictor
@@ -64,8 +69,10 @@ class Ensemble:
         return np.mean(merged, axis=0)
 
 
-def score(predictor: EmotionPredictor | Ensemble, arrays, split: str, folder: str) -> dict:
-    """What the rule reads (and the model card quotes) for one split and the crop folder."""
+def score(predictor: EmotionPredictor | Ensemble, arrays, split: str, folders: str | list[str]) -> dict:
+    """What the rule reads (and the model card quotes) for one split and the crop folders: ``wild``
+    is the first folder's, ``rule_mean`` the mean of every folder's balanced accuracy and FER+'s accuracy."""
+    folders = [folders] if isinstance(folders, str) else list(folders)
     pixels, _ = arrays.split(split)
     probabilities = predictor.predict_crops(list(pixels))
     predicted = probabilities.argmax(1)
@@ -77,24 +84,31 @@ def score(predictor: EmotionPredictor | Ensemble, arrays, split: str, folder: st
         m = {**classification_metrics(y[kept], predicted[kept], predictor.class_names),
              **trust_metrics(probabilities[kept], y[kept])}
         out[labels] = {key: m[key] for key in SCORES}
-    w = evaluate_folder(predictor, folder, cropped=True)
-    out["wild"] = {key: w[key] for key in SCORES}
-    out["rule_mean"] = (out["wild"]["balanced_accuracy"] + out["ferplus"]["accuracy"]) / 2
+    out["folders"] = {}
+    for folder in folders:
+        w = evaluate_folder(predictor, folder, cropped=True)
+        out["folders"][Path(folder).name] = {key: w[key] for key in SCORES}
+    out["wild"] = out["folders"][Path(folders[0]).name]
+    measures = [f["balanced_accuracy"] for f in out["folders"].values()] + [out["ferplus"]["accuracy"]]
+    out["rule_mean"] = sum(measures) / len(measures)
     return out
 
 
 def summary(name: str, r: dict) -> str:
     """One line of what the rule reads, for the log."""
-    return (f"{name}: wild balanced {r['wild']['balanced_accuracy']:.4f} | FER+ acc {r['ferplus']['accuracy']:.4f} "
+    folders = " | ".join(f"{k} balanced {v['balanced_accuracy']:.4f}" for k, v in r["folders"].items())
+    return (f"{name}: {folders} | FER+ acc {r['ferplus']['accuracy']:.4f} "
             f"(bal {r['ferplus']['balanced_accuracy']:.4f}) | FER2013 acc {r['fer2013']['accuracy']:.4f} "
-            f"(bal {r['fer2013']['balanced_accuracy']:.4f}) | mean(wild, FER+) {r['rule_mean']:.4f}")
+            f"(bal {r['fer2013']['balanced_accuracy']:.4f}) | mean(folders, FER+) {r['rule_mean']:.4f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoints", nargs="+", help="checkpoint paths, or 'ferkit' for the bundled model")
     parser.add_argument("--data", required=True)
-    parser.add_argument("--folder", required=True, help="labelled face crops, one folder per label")
+    parser.add_argument("--folder", required=True, nargs="+", help="labelled face crops, one folder per label (the "
+                        "first is 'wild'; several: each scored, all in the rule's mean)")
+    parser.add_argument("--tta", default="none", choices=TTA_MODES, help="test-time views (default: none)")
     parser.add_argument("--split", default="PublicTest")
     parser.add_argument("--tau", nargs="+", type=float, default=[0.0])
     parser.add_argument("--prior", choices=("labels", "classes"), default="labels",
@@ -108,7 +122,7 @@ def main() -> None:
     members = []
     for checkpoint in args.checkpoints:
         predictor = EmotionPredictor(None if checkpoint == "ferkit" else checkpoint, device="cpu", backend="torch",
-                                     tta="none")  # one view: what PLAN.md's rule reads
+                                     tta=args.tta)
         members.append(predictor)
         model = predictor.classifier.model
         bias = model.fc.bias.detach().clone()
@@ -129,6 +143,7 @@ def main() -> None:
         print(summary("ensemble", r), flush=True)
     if args.json:
         record = {"command": "python benchmarks/wild.py " + " ".join(sys.argv[1:]), "split": args.split,
+                  "tta": args.tta,
                   "date": datetime.date.today().isoformat(), "machine": machine(), "results": results}
         with open(args.json, "w") as f:
             json.dump(record, f, indent=1)

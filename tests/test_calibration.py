@@ -12,12 +12,12 @@ from ferkit.calibration import (
     fit_temperature,
     nll,
     risk_coverage,
-    softmax_views,
 )
 from ferkit.checkpoint import CheckpointError, load_checkpoint, save_atomic
 from ferkit.cli import main
 from ferkit.infer.backends import export_onnx, load_classifier, onnxruntime_available, set_onnx_temperature
 from ferkit.infer.predictor import EmotionPredictor
+from ferkit.views import average_views
 
 needs_onnx = pytest.mark.skipif(not onnxruntime_available(), reason="onnx / onnxruntime not installed")
 
@@ -46,13 +46,13 @@ def test_with_test_time_views_the_fit_is_for_their_mean():
     rng = np.random.default_rng(1)
     views = rng.normal(0, 3, size=(2, 20000, 4))  # two views of each face that disagree a little
     views[1] = views[0] + rng.normal(0, 2, size=views[0].shape)
-    p = softmax_views(views, 1.5)  # labels drawn from the views' mean at T = 1.5
+    p = average_views(views, 1.5)  # labels drawn from the views' mean at T = 1.5
     labels = (rng.random((len(p), 1)) > p.cumsum(1)).sum(1)
     assert fit_temperature(views, labels) == pytest.approx(1.5, rel=0.08)
     # each view alone looks overconfident at 1.5 (a mean of views is less sure than either), so a fit
     # on one view asks for more temperature: the one-view fit would leave the mean underconfident
     assert fit_temperature(views[0], labels) > 1.6
-    assert np.allclose(softmax_views(views[:1], 2.0), softmax_views(views[0], 2.0))
+    assert np.allclose(average_views(views[:1], 2.0), average_views(views[0], 2.0))
     assert nll(views[:1], labels, 2.0) == pytest.approx(nll(views[0], labels, 2.0))
 
 

@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ferkit.defaults import DEFAULT_TTA
+from ferkit.views import average_views, view_logits
 
 ECE_BINS = 15  # equal-width confidence bins, as in Guo et al. (2017)
 COVERAGES = (1.0, 0.9, 0.75, 0.5)
@@ -40,22 +42,14 @@ def _targets(labels: np.ndarray, k: int) -> np.ndarray:
     return np.eye(k, dtype=np.float64)[labels] if labels.ndim == 1 else labels.astype(np.float64)
 
 
-def softmax_views(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """softmax(logits / T) of logits (N, K); of (V, N, K), for V test-time views of each face, the
-    views' probabilities averaged, as :class:`ferkit.EmotionPredictor` averages them."""
-    logits = np.asarray(logits, dtype=np.float64)
-    p = np.exp(_log_softmax(logits.reshape(-1, logits.shape[-1]) / temperature)).reshape(logits.shape)
-    return p if p.ndim == 2 else p.mean(0)
-
-
 def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
     """Mean negative log-likelihood of ``labels`` (indices, or soft targets) under softmax(logits / T);
-    ``logits`` (N, K), or (V, N, K) as :func:`softmax_views` takes them."""
+    ``logits`` (N, K), or (V, N, K) as :func:`ferkit.views.average_views` takes them."""
     logits = np.asarray(logits, dtype=np.float64)
     if logits.ndim == 2:
         log_p = _log_softmax(logits / temperature)
     else:
-        log_p = np.log(np.clip(softmax_views(logits, temperature), 1e-300, None))
+        log_p = np.log(np.clip(average_views(logits, temperature), 1e-300, None))
     return float(-(_targets(labels, logits.shape[-1]) * log_p).sum(1).mean())
 
 
@@ -162,15 +156,22 @@ def plot_reliability(metrics: dict[str, Any], path: str | os.PathLike, title: st
 
 def raw_logits(classifier, faces: np.ndarray, tta: str = DEFAULT_TTA, batch_size: int = 512) -> np.ndarray:
     """A classifier's own logits (no temperature) for uint8 faces (N, 48, 48), in batches: (V, N, K),
-    one slice per test-time view of ``tta`` (``ferkit.evaluation.tta_views``)."""
-    import torch
+    one slice per test-time view of ``tta`` (:func:`ferkit.views.view_logits`)."""
+    images = torch.from_numpy(np.ascontiguousarray(faces[:, None]))
+    return view_logits(lambda x: torch.from_numpy(classifier.logits(x.numpy())), images, tta, batch_size).numpy()
 
-    from ferkit.evaluation import tta_views
 
-    images = torch.from_numpy(np.ascontiguousarray(faces[:, None], dtype=np.float32) / 255)
-    return np.stack([np.concatenate([classifier.logits(view[i : i + batch_size].contiguous().numpy())
-                                     for i in range(0, len(view), batch_size)])
-                     for view in tta_views(images, tta)])
+def fit_view_temperature(model, images, labels: np.ndarray, tta: str = DEFAULT_TTA, batch_size: int = 512,
+                         device: str = "cpu") -> float:
+    """The one temperature fit of ferkit: the temperature that makes ``model``'s probabilities honest
+    when its test-time views ``tta`` are averaged as every entry point averages them
+    (:func:`ferkit.views.average_views`), fitted on uint8 ``images`` (N, 1, 48, 48) with ``labels``
+    (N,; below 0: left out). ``model``: a network or any callable from float batches to logits.
+    ``ferkit calibrate`` and training both call it."""
+    logits = view_logits(model, images, tta, batch_size, device).numpy()
+    labels = np.asarray(labels)
+    kept = labels >= 0
+    return fit_temperature(logits[:, kept], labels[kept])
 
 
 def calibrate_model(model: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike | None = None,
@@ -180,8 +181,6 @@ def calibrate_model(model: str | os.PathLike, data: str | os.PathLike, out: str 
     test-time views ``tta`` averaged; ``labels``: FER2013's or FER+'s majority) and store it: in a
     copy of the checkpoint at ``out``, or in the file itself (ONNX: its metadata). Returns the
     temperature and the file written."""
-    import torch
-
     from ferkit.checkpoint import load_checkpoint, save_atomic
     from ferkit.data import load_fer2013, split_labels
     from ferkit.infer.backends import load_classifier, set_onnx_temperature
@@ -193,8 +192,8 @@ def calibrate_model(model: str | os.PathLike, data: str | os.PathLike, out: str 
     arrays = load_fer2013(data)
     pixels, _ = arrays.split("PublicTest")
     y = split_labels(arrays, "PublicTest", len(classifier.class_names), labels)
-    kept = y >= 0
-    temperature = fit_temperature(raw_logits(classifier, pixels, tta)[:, kept], y[kept])
+    images = torch.from_numpy(np.ascontiguousarray(pixels[:, None]))
+    temperature = fit_view_temperature(lambda x: torch.from_numpy(classifier.logits(x.numpy())), images, y, tta)
     if model.suffix == ".onnx":
         set_onnx_temperature(model, out, temperature)
     else:

@@ -10,31 +10,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
-from ferkit.defaults import DEFAULT_TTA, TTA_MODES, TTA_TRIMS
-
-
-def tta_views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
-    """The test-time views of a batch (N, C, H, W) under one of ``TTA_MODES`` (see ``TTA_TRIMS``):
-    all crops first, then their mirrors."""
-    if tta not in TTA_TRIMS:
-        raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
-    if tta == "none":
-        return [x]
-    size = x.shape[-1]
-    crops = []
-    for trim in TTA_TRIMS[tta]:
-        if trim == 0:
-            crops.append(x)
-            continue
-        crop, c = size - trim, trim // 2
-        for i, j in ((0, 0), (0, trim), (trim, 0), (trim, trim), (c, c)):
-            v = x[..., i : i + crop, j : j + crop]
-            crops.append(F.interpolate(v, size=(size, size), mode="bilinear", align_corners=False))
-    return crops + [v.flip(-1) for v in crops]
+from ferkit.calibration import calibration_metrics, format_calibration, plot_reliability, risk_coverage
+from ferkit.defaults import DEFAULT_TTA
+from ferkit.views import average_views, view_logits
 
 
 @torch.no_grad()
@@ -46,26 +26,16 @@ def predict_logits(
     tta: str = "none",
     bf16: bool = False,
     progress: bool = False,
+    temperature: float = 1.0,
 ) -> torch.Tensor:
-    """Scores (N, classes) on the CPU for uint8 (N, 1, 48, 48) or float [0, 1] images: logits, or
-    with test-time augmentation the log of the views' mean probabilities (argmax and cross-entropy
-    read both alike). ``bf16``: autocast to bfloat16 with channels_last. ``progress``: a bar on stderr."""
-    if isinstance(model, nn.Module):
-        model.eval()
-    device = torch.device(device)
-    out = []
-    for i in tqdm(range(0, len(images), batch_size), desc="scoring", unit="batch", disable=not progress, leave=False):
-        x = images[i : i + batch_size].to(device, non_blocking=True)
-        x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
-        if bf16:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-            views = [model(v).float() for v in tta_views(x, tta)]
-        if tta == "none":
-            out.append(views[0])
-        else:
-            out.append(torch.stack([v.softmax(1) for v in views]).mean(0).log())
-    return torch.cat(out).cpu() if out else torch.empty(0)  # one copy back: the host waits for the device once
+    """Scores (N, classes) on the CPU for uint8 (N, 1, 48, 48) or float [0, 1] images: logits divided
+    by ``temperature``, or with test-time views the log of their averaged probabilities
+    (:func:`ferkit.views.average_views`; argmax and cross-entropy read both alike). ``bf16``: autocast
+    to bfloat16 with channels_last. ``progress``: a bar on stderr."""
+    logits = view_logits(model, images, tta, batch_size, device, bf16, progress)
+    if tta == "none":
+        return logits[0] / temperature
+    return average_views(logits, temperature).log()
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
@@ -171,8 +141,6 @@ def plot_history(history: dict[str, list[float]], path: str | os.PathLike) -> No
 def trust_metrics(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     """How far the probabilities can be trusted: ``calibration`` (ECE, NLL, Brier, reliability bins)
     and ``risk_coverage`` (accuracy when only the most confident faces are kept)."""
-    from ferkit.calibration import calibration_metrics, risk_coverage
-
     return {"calibration": calibration_metrics(probabilities, labels),
             "risk_coverage": risk_coverage(probabilities, labels)}
 
@@ -182,8 +150,6 @@ def write_reports(
 ) -> dict[str, Any]:
     """Write ``confusion_matrix.png``, ``classification_report.txt`` and ``metrics.json`` to ``out``,
     and ``reliability.png`` where the metrics hold the calibration (:func:`trust_metrics`)."""
-    from ferkit.calibration import format_calibration, plot_reliability
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     record = {"split": split, **(extra or {}), **metrics}
@@ -249,8 +215,8 @@ def evaluate_checkpoint(
         config = ckpt.get("config", {})
         tta, backend = tta or config.get("tta", "none"), "torch"
         precision = precision or config.get("precision", "auto")
-        logits = predict_logits(model, images, batch_size, dev, tta, uses_bf16(precision, dev), progress=progress)
-        logits = logits / ckpt["temperature"]
+        logits = predict_logits(model, images, batch_size, dev, tta, uses_bf16(precision, dev), progress,
+                                ckpt["temperature"])
     y = split_labels(arrays, usage, len(ckpt["class_names"]), labels)
     kept = y >= 0
     metrics = classification_metrics(y[kept], logits.argmax(1).numpy()[kept], ckpt["class_names"])

@@ -15,7 +15,7 @@ from conftest import train_interrupted
 from ferkit.calibration import calibrate_model
 from ferkit.checkpoint import load_checkpoint
 from ferkit.device import native_bf16
-from ferkit.evaluation import TTA_MODES, evaluate_checkpoint, predict_logits, tta_views
+from ferkit.evaluation import evaluate_checkpoint
 from ferkit.train import BEST_CHECKPOINT, LAST_CHECKPOINT, RECIPES, parts, resolve_config, train
 from ferkit.train import loop as train_module
 
@@ -59,9 +59,9 @@ def test_checkpoint_chosen_with_val_tta_and_scored_with_tta(fer_csv, tmp_path, m
     monkeypatch.setattr(train_module, "predict_logits", spy)
     record = train(_cfg(fer_csv, tmp_path / "run", epochs=2, tta="tencrop", val_tta="flip"))
     # two epochs chosen between with flip; the chosen checkpoint calibrated on PublicTest with the views
-    # EmotionPredictor averages by default (the face, then its mirror, one at a time), then scored on
-    # PublicTest and PrivateTest with ten-crop
-    assert scored_with == ["flip", "flip", "none", "none", "tencrop", "tencrop"]
+    # EmotionPredictor averages by default (calibration.fit_view_temperature), then scored on PublicTest and
+    # PrivateTest with ten-crop
+    assert scored_with == ["flip", "flip", "tencrop", "tencrop"]
     best = tmp_path / "run" / BEST_CHECKPOINT
     public = evaluate_checkpoint(best, fer_csv, split="PublicTest", device="cpu")
     assert public["tta"] == "tencrop" and record["tta"] == "tencrop"
@@ -70,37 +70,6 @@ def test_checkpoint_chosen_with_val_tta_and_scored_with_tta(fer_csv, tmp_path, m
     fitted, _ = calibrate_model(best, fer_csv, tmp_path / "again.pth")
     assert load_checkpoint(best)["temperature"] == pytest.approx(fitted, abs=2e-4)
     assert calibrate_model(best, fer_csv, tmp_path / "one.pth", tta="none")[0] != pytest.approx(fitted, abs=2e-4)
-
-
-def test_tta_views():
-    x = torch.arange(2 * 48 * 48, dtype=torch.float32).reshape(2, 1, 48, 48)
-    counts = {"none": 1, "flip": 2, "tencrop": 10, "tencrop_full": 12, "multiscale": 22}
-    assert set(counts) == set(TTA_MODES)
-    for mode, count in counts.items():
-        views = tta_views(x, mode)
-        assert len(views) == count and all(v.shape == x.shape for v in views)
-        half = count // 2
-        if mode != "none":  # the second half mirrors the first
-            assert all(torch.equal(m, v.flip(-1)) for v, m in zip(views[:half], views[half:], strict=True))
-
-    def resized(top: int, left: int, side: int) -> torch.Tensor:
-        return F.interpolate(x[..., top : top + side, left : left + side], size=(48, 48), mode="bilinear")
-
-    tencrop = tta_views(x, "tencrop")
-    assert torch.equal(tencrop[1], resized(0, 4, 44)) and torch.equal(tencrop[4], resized(2, 2, 44))
-    multiscale = tta_views(x, "multiscale")
-    assert torch.equal(multiscale[0], x) and torch.equal(multiscale[5], resized(1, 1, 46))
-    assert all(torch.equal(a, b) for a, b in zip(multiscale[6:11], tencrop[:5], strict=True))
-    assert torch.equal(tta_views(x, "tencrop_full")[0], x)
-    with pytest.raises(ValueError, match="tta must be one of"):
-        tta_views(x, "fivecrop")
-    # the scores average the views' probabilities: a model blind to position scores every mode alike
-    images = torch.randint(0, 256, (5, 1, 48, 48), dtype=torch.uint8)
-    mean_model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48 * 48, 3))
-    with torch.no_grad():
-        mean_model[1].weight.fill_(1e-3)
-    plain = predict_logits(mean_model, images, tta="none").log_softmax(1)
-    assert torch.allclose(predict_logits(mean_model, images, tta="flip"), plain, atol=1e-5)
 
 
 def test_resume_matches_an_uninterrupted_run(fer_csv, tmp_path, monkeypatch):

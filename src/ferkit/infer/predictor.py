@@ -26,7 +26,6 @@ import torch
 from ferkit.data import IMAGE_SIZE
 from ferkit.defaults import DEFAULT_TTA, TTA_MODES, UNCERTAIN, UNSUPPORTED_IMAGE_SUFFIXES
 from ferkit.device import resolve_device
-from ferkit.evaluation import tta_views
 from ferkit.infer.backends import BACKENDS, TorchClassifier, load_classifier, resolve_model
 from ferkit.infer.detection import (
     DEFAULT_DETECTOR,
@@ -37,6 +36,7 @@ from ferkit.infer.detection import (
     get_detector,
     to_gray,
 )
+from ferkit.views import average_views, tta_views
 
 if TYPE_CHECKING:
     from ferkit.infer.explain import Explanation
@@ -233,9 +233,9 @@ class EmotionPredictor:
     def _probabilities(self, batch: np.ndarray) -> np.ndarray:
         """Calibrated class probabilities of a float batch (N, 1, 48, 48) in [0, 1], averaged over
         its test-time views (all through the network as one batch)."""
-        views = tta_views(torch.from_numpy(batch), self.tta)
-        logits = torch.from_numpy(self.classifier(torch.cat(views).numpy())).float()
-        return logits.softmax(1).reshape(len(views), len(batch), -1).mean(0).numpy()
+        views = torch.cat(tta_views(torch.from_numpy(batch), self.tta)).numpy()
+        logits = self.classifier.logits(views).astype(np.float32).reshape(-1, len(batch), len(self.class_names))
+        return average_views(logits, self.classifier.temperature)
 
     def predict_faces(
         self, frame: np.ndarray, boxes: Sequence[Box], margin: float | None = None

@@ -55,7 +55,7 @@ def training_targets(arrays: Fer2013Arrays, labels: torch.Tensor, cfg: TrainConf
     targets: FER+'s vote shares (``--labels ferplus``; FER2013's label where FER+ has no votes), or
     FER2013's label smoothed toward them (``--smoothing-prior ferplus``: (1 - e) * one-hot + e *
     shares, uniform where FER+ has no votes); with ``--teacher``, (1 - w) * that + w * the teacher's
-    probabilities (``ferkit.train.distill``)."""
+    probabilities, averaged over the teachers (``ferkit.train.distill``)."""
     if not cfg.soft_targets:
         return labels
     k = cfg.label_classes
@@ -69,7 +69,8 @@ def training_targets(arrays: Fer2013Arrays, labels: torch.Tensor, cfg: TrainConf
             prior = torch.from_numpy(np.where(voted[:, None], shares, 1 / k).astype(np.float32)).to(labels.device)
             targets = (1 - cfg.label_smoothing) * targets + cfg.label_smoothing * prior
     if cfg.teacher:
-        teacher = torch.from_numpy(teacher_probabilities(cfg.teacher, arrays, k)).to(labels.device)
+        teacher = torch.from_numpy(teacher_probabilities(cfg.teacher, arrays, k, cfg.teacher_temperature))
+        teacher = teacher.float().to(labels.device)
         targets = (1 - cfg.teacher_weight) * targets + cfg.teacher_weight * teacher
     return targets
 

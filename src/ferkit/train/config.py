@@ -68,10 +68,13 @@ class TrainConfig:
     smoothing_prior: str = knob("uniform", "what label smoothing moves toward: uniform, or ferplus (each image's "
                                 "FER+ vote shares: --label-smoothing 0.5 mixes FER2013 and FER+ half and half)",
                                 ("uniform", "ferplus"))
-    teacher: str = knob("", "a teacher file (`ferkit teach`): its probabilities for each Training image and its "
-                        "mirror, averaged, make --teacher-weight of every target ('': none)")
+    teacher: tuple[str, ...] = knob((), "teachers of the bank (`ferkit teach`: reports/teachers/NAME ...): the mean "
+                                    "of their probabilities for each Training image makes --teacher-weight of every "
+                                    "target (none: no teacher)")
     teacher_weight: float = knob(0.5, "share of each target from --teacher: (1 - w) * the target without it + w * "
-                                 "the teacher's probabilities", bounds=(0, 1))
+                                 "the teachers' probabilities", bounds=(0, 1))
+    teacher_temperature: float = knob(1.0, "the temperature of the teachers' probabilities (each view's "
+                                      "softmax(logits / T), averaged over views and teachers)", bounds=(0.05, 20))
     class_weights: bool = knob(False, "weight the loss by inverse class frequency")
     sampler: str = knob("shuffle", "shuffle, or balanced (classes drawn equally often)", ("shuffle", "balanced"))
     flip: float = knob(0.5, "probability of a horizontal flip", bounds=(0, 1))
@@ -92,6 +95,10 @@ class TrainConfig:
                         "('': as --tta)", ("", *TTA_MODES))
     precision: str = knob("auto", "auto (bf16 autocast + channels_last where the device computes in bf16), "
                           "bf16 or fp32", PRECISIONS)
+
+    def __post_init__(self) -> None:
+        # a saved config holds a list (JSON), a config of 0.4 and before one path or ""
+        self.teacher = (self.teacher,) if isinstance(self.teacher, str) and self.teacher else tuple(self.teacher or ())
 
     @property
     def label_classes(self) -> int:

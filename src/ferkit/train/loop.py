@@ -31,12 +31,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ferkit.calibration import fit_temperature
+from ferkit.calibration import fit_view_temperature
 from ferkit.checkpoint import load_checkpoint, make_checkpoint, model_from_checkpoint, save_atomic
 from ferkit.data import Fer2013Arrays, class_names, describe_splits, load_fer2013
 from ferkit.defaults import DEFAULT_TTA
 from ferkit.device import resolve_device, resolve_precision, uses_bf16
-from ferkit.evaluation import classification_metrics, plot_history, predict_logits, tta_views, write_reports
+from ferkit.evaluation import classification_metrics, plot_history, predict_logits, write_reports
 from ferkit.model import count_parameters
 from ferkit.train.augment import augment_sample, mix_batch
 from ferkit.train.batches import create_dataloaders, hard_labels, split_tensors, tensor_batches, training_targets
@@ -172,12 +172,13 @@ def train(cfg: TrainConfig, arrays: Fer2013Arrays | None = None) -> dict[str, An
         defaults = {k: v for k, v in dataclasses.asdict(TrainConfig()).items() if k not in RUN_FIELDS}
         saved = {k: v for k, v in resumed["config"].items() if k not in RUN_FIELDS}
         kept = {**defaults, **saved}
-        ignored = [f"--{k.replace('_', '-')} {getattr(cfg, k)!r} (keeps {v!r})" for k, v in kept.items()
-                   if getattr(cfg, k) != v]
+        resumed_cfg = dataclasses.replace(cfg, **kept)
+        ignored = [f"--{k.replace('_', '-')} {getattr(cfg, k)!r} (keeps {getattr(resumed_cfg, k)!r})" for k in kept
+                   if getattr(cfg, k) != getattr(resumed_cfg, k)]
         if ignored:
             print(f"--resume continues the run in {out} as it was configured, so these flags are ignored: "
                   + ", ".join(ignored))
-        cfg = dataclasses.replace(cfg, **kept)
+        cfg = resumed_cfg
     check_config(cfg)
     ddp, device = setup_distributed(resolve_device(cfg.device))
     # the checkpoint records the precision that ran, not "auto", so scoring it later repeats it
@@ -293,9 +294,8 @@ def train(cfg: TrainConfig, arrays: Fer2013Arrays | None = None) -> dict[str, An
         best = model_from_checkpoint(best_ckpt, out / BEST_CHECKPOINT).to(device)
         # Calibrate: the temperature that makes its PublicTest probabilities honest, fitted on the
         # logits EmotionPredictor computes (fp32, each of its default test-time views) and stored in the checkpoint.
-        val_logits = torch.stack([predict_logits(best, view, cfg.eval_batch_size, device, "none", False)
-                                  for view in tta_views(x_val, DEFAULT_TTA)])
-        best_ckpt["temperature"] = fit_temperature(val_logits.numpy(), y_val.cpu().numpy())
+        best_ckpt["temperature"] = fit_view_temperature(best, x_val, y_val.cpu().numpy(), DEFAULT_TTA,
+                                                        cfg.eval_batch_size, device)
         save_atomic(best_ckpt, out / BEST_CHECKPOINT)
         log(f"temperature {best_ckpt['temperature']:g} (fitted on PublicTest, test-time views: {DEFAULT_TTA}) "
             f"stored in {BEST_CHECKPOINT}")
