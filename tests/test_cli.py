@@ -82,3 +82,13 @@ def test_an_unknown_device_is_one_line(command, capsys):
     assert main([*command, "--device", "foo"]) == 2
     err = capsys.readouterr().err
     assert err == "error: unknown device 'foo'; use auto, cpu, cuda or cuda:N\n"
+
+
+def test_evaluate_prints_its_figures_before_an_unwritable_out_fails(fer_csv, random_checkpoint, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    assert main(["evaluate", "--model", str(random_checkpoint), "--data", str(fer_csv), "--device", "cpu",
+                 "--out", str(blocker / "reports")]) == 2
+    captured = capsys.readouterr()
+    assert "accuracy" in captured.out and "calibration: ECE" in captured.out  # the work is not lost
+    assert captured.err.startswith(f"error: --out {blocker / 'reports'}: cannot write the reports there")

@@ -166,22 +166,25 @@ def evaluate_run(args: argparse.Namespace) -> int:
         predictor = EmotionPredictor(model, device=args.device, backend=args.backend, tta=args.tta or DEFAULT_TTA)
         record = evaluate_folder(predictor, args.folder, args.cropped, args.detector, progress=progress)
         title = f"{model} on {args.folder} ({'crops' if args.cropped else record['detector']}, {predictor.backend})"
-        if args.out:
-            write_reports(record, args.out, args.folder)
         print(format_report(record, title))
         print(f"skipped folders: {record['skipped_folders'] or 'none'}; unreadable files: {record['unreadable']}"
               + ("" if args.cropped else f"; images without a face: {record['no_face']}"))
     else:
         backend = None if args.as_trained or args.precision else args.backend
-        record = evaluate_checkpoint(model, args.data, args.split, args.out, args.device,
+        record = evaluate_checkpoint(model, args.data, args.split, None, args.device,
                                      skip_bad_rows=args.skip_bad_rows, tta=args.tta, precision=args.precision,
                                      labels=args.labels, backend=backend, progress=progress)
         dropped = f", {record['dropped']} rows without a FER+ majority left out" if record["dropped"] else ""
         print(format_report(record, f"{model} on {record['split']} ({args.labels} labels{dropped}; "
                                     f"backend {record['backend']}, {record['precision']}, "
                                     f"test-time views: {record['tta']})"))
-    print(format_calibration(record["calibration"], record["risk_coverage"]))
-    if args.out:
+    print(format_calibration(record["calibration"], record["risk_coverage"]), flush=True)
+    if args.out:  # after the figures are printed: a path that cannot be written loses none of them
+        try:
+            write_reports(record, args.out, args.folder or record["split"])
+        except OSError as e:
+            raise ValueError(f"--out {args.out}: cannot write the reports there ({e.strerror or e}); the figures "
+                             "are above: choose a folder you can write") from None
         print(f"reports written to {args.out}")
     return 0
 

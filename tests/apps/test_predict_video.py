@@ -230,3 +230,17 @@ def test_video_output_is_h264_with_the_input_sound(tmp_path, face_image, random_
                  "--model", str(random_checkpoint)]) == 0
     with av.open(str(tmp_path / "old.mp4")) as old:
         assert old.streams.video[0].codec_context.name == "mpeg4" and not old.streams.audio
+
+
+def test_a_run_that_reads_nothing_leaves_the_output_as_it_was(photo_tree, tmp_path, random_checkpoint, capsys):
+    keep = tmp_path / "keep.jsonl"
+    keep.write_text('{"file": "earlier"}\n')
+    for missing in (tmp_path / "typo_dir", photo_tree / "nested" / "broken.jpg"):
+        assert main(["predict", str(missing), "--output", str(keep), "--model", str(random_checkpoint)]) == 1
+        assert keep.read_text() == '{"file": "earlier"}\n'  # not emptied
+        assert "left as it was" in capsys.readouterr().err
+    assert not list(tmp_path.glob("keep.jsonl*.tmp"))
+    assert main(["predict", str(photo_tree / "face.png"), "--output", str(keep), "--model",
+                 str(random_checkpoint)]) == 0
+    assert json.loads(keep.read_text().splitlines()[0])["file"].endswith("face.png")
+    assert oct(keep.stat().st_mode & 0o777) == "0o644"

@@ -5,17 +5,21 @@ or printed with annotated copies.
     ferkit predict photos/ --format jsonl              # to standard output
 
 One row per face: file, face index, box, emotion and the probability of every class. Rows are
-written (and flushed) as each image is done, so an interrupted run keeps what it wrote; unreadable
-files are reported on standard error and skipped.
+written (and flushed) as each image is done, to a temporary file beside ``--output`` that replaces
+it once at least one image was read, so an interrupted run keeps what it wrote and a run that reads
+nothing (a mistyped folder) leaves an existing file as it was; unreadable files are reported on
+standard error and skipped.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
-from collections.abc import Sequence
-from contextlib import nullcontext
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
@@ -50,6 +54,29 @@ class FaceWriter:
         self.stream.flush()
 
 
+@contextmanager
+def staged_output(output: str | None) -> Iterator[tuple[TextIO, list[bool]]]:
+    """A stream for ``output`` (standard output if None) and a flag list: set ``flag[0]`` once there is
+    something to keep. The rows go to a temporary file beside ``output`` that replaces it on the way
+    out (interrupted or not) only if the flag was set; otherwise ``output`` is left untouched."""
+    keep = [False]
+    if not output:
+        yield sys.stdout, keep
+        return
+    target = Path(output)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as stream:
+            yield stream, keep
+    finally:
+        if keep[0]:
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+        else:
+            os.unlink(tmp)
+
+
 def predict_paths(paths: Sequence[str | Path], pipeline: FacePipeline, output: str | None = None,
                   fmt: str | None = None, annotate_dir: str | None = None, progress: bool = False) -> int:
     """``ferkit predict``: every face of every image under ``paths`` as CSV or JSON lines (to
@@ -63,13 +90,12 @@ def predict_paths(paths: Sequence[str | Path], pipeline: FacePipeline, output: s
     refuse_overwriting(list(names), [output, *targets.values()])
     images = faces_found = failures = 0
     skipped: list[str] = []
-    if output:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-    with open(output, "w", newline="") if output else nullcontext(sys.stdout) as stream:
+    with staged_output(output) as (stream, keep):
         writer = FaceWriter(stream, fmt, pipeline.class_names)
         for path, _, image in read_images(paths, skipped, progress):
             faces = pipeline.process_image(image)
             writer.write(str(path), faces)
+            keep[0] = True
             images, faces_found = images + 1, faces_found + len(faces)
             if not faces:
                 print(f"{path}: no face found", file=sys.stderr)
@@ -81,7 +107,8 @@ def predict_paths(paths: Sequence[str | Path], pipeline: FacePipeline, output: s
                     failures += 1
     failures += len(skipped)
     print(f"{images} image{'s' if images != 1 else ''}, {faces_found} face{'s' if faces_found != 1 else ''}"
-          f"{f', {failures} skipped' if failures else ''}" + (f"; results in {output}" if output else ""),
+          f"{f', {failures} skipped' if failures else ''}"
+          + (f"; results in {output}" if output and images else f"; {output} left as it was" if output else ""),
           file=sys.stderr)
     return 1 if failures else 0
 
