@@ -11,7 +11,7 @@ import pytest
 from ferkit import EmotionPredictor
 from ferkit.apps.media import EXAMPLES_DIR
 from ferkit.cli import main
-from ferkit.infer.predictor import Face, load_image
+from ferkit.infer.predictor import Face, ImageError, decode_image, load_image
 
 PHOTO = EXAMPLES_DIR / "obama.jpg"
 
@@ -104,3 +104,19 @@ def test_the_old_import_path_still_works():
     with pytest.warns(DeprecationWarning, match="import EmotionPredictor from ferkit"):
         old = importlib.import_module("ferkit.inference")
     assert old.EmotionPredictor is EmotionPredictor
+
+
+def test_one_decoding_policy_refuses_truncated_files(tmp_path, face_image, random_checkpoint, capsys):
+    """A truncated JPEG or PNG is refused by name everywhere (it used to be scored half grey by the
+    CLI and Python while the service refused it), and a whole one still reads."""
+    for suffix in (".jpg", ".png"):
+        whole = cv2.imencode(suffix, face_image)[1].tobytes()
+        assert decode_image(whole, "whole").shape == face_image.shape
+        cut = tmp_path / f"cut{suffix}"
+        cut.write_bytes(whole[: len(whole) * 2 // 3])
+        with pytest.raises(ImageError, match=f"{cut}: not a readable image \\(truncated"):
+            load_image(cut)
+        assert main(["predict", str(cut), "--model", str(random_checkpoint)]) == 1
+        assert f"{cut}: not a readable image (truncated" in capsys.readouterr().err
+    with_trailer = cv2.imencode(".jpg", face_image)[1].tobytes() + b"\0" * 300  # bytes after the end marker
+    assert decode_image(with_trailer, "trailer").shape == face_image.shape

@@ -74,7 +74,7 @@ def test_content_is_checked_by_decoding_not_by_name(client, face_image):
     png = cv2.imencode(".png", face_image)[1].tobytes()
     assert _post(client, png, "notes.txt", "text/plain").status_code == 200
     response = _post(client, b"GIF89a but not really" * 10, "photo.jpg", "image/jpeg")
-    assert response.status_code == 415 and "not an image" in response.json()["detail"]
+    assert response.status_code == 415 and "not a readable image" in response.json()["detail"]
 
 
 def test_no_face(client):
@@ -85,9 +85,9 @@ def test_no_face(client):
 @pytest.mark.parametrize(
     "make, status, message",
     [
-        (lambda jpg: b"", 400, "empty upload"),
-        (lambda jpg: b"plain text, not an image", 415, "not an image"),
-        (lambda jpg: jpg[: len(jpg) // 3], None, None),  # truncated JPEG: decoded in part, or refused; never a 5xx
+        (lambda jpg: b"", 400, "empty (no bytes)"),
+        (lambda jpg: b"plain text, not an image", 415, "not a readable image"),
+        (lambda jpg: jpg[: len(jpg) // 3], 415, "truncated"),  # refused, as files are
         (lambda jpg: b"\xff" * 2_100_000, 413, "upload limit"),
         (lambda jpg: cv2.imencode(".png", np.zeros((2000, 1500), np.uint8))[1].tobytes(), 413, "over the limit"),
     ],
@@ -157,7 +157,7 @@ def test_worker_processes(random_checkpoint, face_jpeg):
             responses = list(pool.map(lambda _: _post(client, face_jpeg), range(8)))
         assert [len(r.json()["faces"]) for r in responses] == [1] * 8
         response = _post(client, b"not an image at all")  # an error raised in a worker keeps its status
-        assert response.status_code == 415 and "not an image" in response.json()["detail"]
+        assert response.status_code == 415 and "not a readable image" in response.json()["detail"]
 
 
 def test_host_header_must_be_a_loopback_name_unless_allowed(app, random_checkpoint):

@@ -12,6 +12,7 @@ the bundled model as its int8 export, any other checkpoint as an fp32 export mad
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from collections.abc import Sequence
@@ -41,8 +42,8 @@ from ferkit.views import average_views, tta_views
 if TYPE_CHECKING:
     from ferkit.infer.explain import Explanation
 
-__all__ = ["BACKENDS", "Box", "EmotionPredictor", "Face", "FacePrediction", "crop_face", "crop_square",
-           "detect_faces", "load_image", "resize_face", "to_gray"]
+__all__ = ["BACKENDS", "Box", "EmotionPredictor", "Face", "FacePrediction", "ImageError", "crop_face", "crop_square",
+           "decode_image", "detect_faces", "load_image", "resize_face", "to_gray"]
 
 @dataclass(frozen=True)
 class Face:
@@ -91,10 +92,54 @@ ImageInput = Union[str, os.PathLike, np.ndarray, "PIL.Image.Image"]  # noqa: F82
 COLORS = ("bgr", "rgb")
 
 
+class ImageError(ValueError):
+    """Bytes that are not an image ferkit scores: ``reason`` is ``empty``, ``too_large`` (more than
+    ``max_pixels``) or ``unreadable`` (not an image, or a truncated one)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def decode_image(data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """A BGR image from an image file's bytes: the one decoding policy of every entry point (files,
+    folders, uploads, live frames). The header's pixel count is checked before any pixel is decoded
+    (a small file cannot claim a billion pixels), a truncated JPEG or PNG is refused rather than
+    scored half grey, and anything OpenCV cannot decode is refused; each as an :class:`ImageError`
+    naming ``name``."""
+    if not data:
+        raise ImageError(f"{name}: empty (no bytes)", "empty")
+    pixels = _header_pixels(data)
+    if pixels is not None and pixels > max_pixels:
+        raise ImageError(f"{name}: {pixels:,} pixels, over the limit of {max_pixels:,} "
+                         "(ferkit.infer.predictor.MAX_IMAGE_PIXELS); nothing was decoded", "too_large")
+    if _truncated(data):
+        raise ImageError(f"{name}: not a readable image (truncated: the file ends before the image does)",
+                         "unreadable")
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # 8-bit BGR
+    except cv2.error as e:  # formats whose header Pillow reads but OpenCV's decoders reject loudly
+        raise ImageError(f"{name}: not a readable image ({str(e).strip().splitlines()[-1][:150]})",
+                         "unreadable") from None
+    if image is None or image.size == 0:
+        raise ImageError(f"{name}: not a readable image (JPEG, PNG, BMP, WebP or TIFF)", "unreadable")
+    return image
+
+
+def _truncated(data: bytes) -> bool:
+    """Whether a JPEG ends before its last scan does (no end-of-image marker after the last
+    start-of-scan: entropy-coded data never holds either unescaped), or a PNG lacks its IEND chunk."""
+    if data[:2] == b"\xff\xd8":
+        return data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda")
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return data.rfind(b"IEND") < 0
+    return False
+
+
 def load_image(image: ImageInput, color: str = "bgr") -> np.ndarray:
-    """An image as a numpy array in OpenCV's layout (BGR, BGRA or gray): from a path, a PIL image,
-    or an array whose channels are in ``color`` order (``bgr``, as OpenCV reads; ``rgb``, as PIL,
-    matplotlib and most other libraries give them)."""
+    """An image as a numpy array in OpenCV's layout (BGR, BGRA or gray): from a path (decoded by
+    :func:`decode_image`), a PIL image, or an array whose channels are in ``color`` order (``bgr``, as
+    OpenCV reads; ``rgb``, as PIL, matplotlib and most other libraries give them)."""
     if color not in COLORS:
         raise ValueError(f"color must be one of {COLORS}, got {color!r}")
     if isinstance(image, (str, os.PathLike)):
@@ -104,17 +149,7 @@ def load_image(image: ImageInput, color: str = "bgr") -> np.ndarray:
         if path.suffix.lower() in UNSUPPORTED_IMAGE_SUFFIXES:
             raise ValueError(f"{path}: {path.suffix.lower()[1:].upper()} images are not supported; convert it to "
                              "PNG or JPEG")
-        pixels = _header_pixels(path)
-        if pixels is not None and pixels > MAX_IMAGE_PIXELS:
-            raise ValueError(f"{path}: {pixels:,} pixels, over the limit of {MAX_IMAGE_PIXELS:,} "
-                             "(ferkit.infer.predictor.MAX_IMAGE_PIXELS); nothing was decoded")
-        try:
-            array = cv2.imread(str(path), cv2.IMREAD_COLOR)  # 8-bit BGR: what every entry point reads
-        except cv2.error as e:
-            raise ValueError(f"{path}: not a readable image ({str(e).strip().splitlines()[-1][:150]})") from None
-        if array is None:
-            raise ValueError(f"{path}: not a readable image")
-        return array
+        return decode_image(path.read_bytes(), str(path))
     if type(image).__module__.startswith("PIL."):
         rgb = np.asarray(image.convert("L" if image.mode in ("L", "I;16", "I", "F") else "RGB"))
         return rgb if rgb.ndim == 2 else cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
@@ -125,7 +160,7 @@ def load_image(image: ImageInput, color: str = "bgr") -> np.ndarray:
     return image
 
 
-def _header_pixels(path: Path) -> int | None:
+def _header_pixels(data: bytes) -> int | None:
     """An image file's pixel count from its header, before any pixel is decoded (None where Pillow,
     which matplotlib brings along, cannot read the header: OpenCV then has its say)."""
     try:
@@ -133,7 +168,7 @@ def _header_pixels(path: Path) -> int | None:
     except ImportError:
         return None
     try:
-        with Image.open(path) as header:
+        with Image.open(io.BytesIO(data)) as header:
             return header.size[0] * header.size[1]
     except Image.DecompressionBombError as e:  # over twice Pillow's own limit: its message holds the count
         found = re.search(r"\((\d+) pixels\)", str(e))

@@ -5,7 +5,6 @@ and pixel limits."""
 
 from __future__ import annotations
 
-import io
 import json
 import multiprocessing
 import os
@@ -26,7 +25,8 @@ from ferkit.data import EMOTIONS_7, class_mapping
 from ferkit.infer.backends import bundled
 from ferkit.infer.detection import Detection, create_detector
 from ferkit.infer.pipeline import FacePipeline
-from ferkit.infer.predictor import EmotionPredictor
+from ferkit.infer.predictor import EmotionPredictor, ImageError
+from ferkit.infer.predictor import decode_image as decode_file_bytes
 from ferkit.serve.config import ServiceConfig
 
 CHUNK = 1 << 16
@@ -41,29 +41,16 @@ class RequestError(Exception):
         self.status, self.message = status, message
 
 
-def decode_image(data: bytes, name: str, max_pixels: int) -> np.ndarray:
-    """A BGR image from uploaded bytes: the header is read first (a small file cannot claim a
-    billion pixels), then the pixels; anything OpenCV cannot decode is refused."""
-    from PIL import Image, UnidentifiedImageError
+STATUS_OF = {"empty": 400, "too_large": 413, "unreadable": 415}  # an ImageError's reason -> HTTP status
 
-    if not data:
-        raise RequestError(400, f"{name}: empty upload")
+
+def decode_image(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+    """An upload decoded as every entry point decodes a file (:func:`ferkit.infer.predictor.decode_image`),
+    its refusal as a :class:`RequestError` with the status its reason calls for."""
     try:
-        with Image.open(io.BytesIO(data)) as header:
-            width, height = header.size
-    except Image.DecompressionBombError:  # more than twice Pillow's own limit of 89 million pixels
-        raise RequestError(413, f"{name}: over the limit of {max_pixels} pixels (a decompression bomb?)") from None
-    except (UnidentifiedImageError, OSError, ValueError):
-        raise RequestError(415, f"{name}: not an image (could not read an image header)") from None
-    if width * height > max_pixels:
-        raise RequestError(413, f"{name}: {width}x{height} is {width * height} pixels, over the limit of {max_pixels}")
-    try:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    except cv2.error:  # formats whose header Pillow reads but OpenCV's decoders reject loudly
-        image = None
-    if image is None or image.size == 0:
-        raise RequestError(415, f"{name}: not a decodable image (JPEG, PNG, BMP, WebP or TIFF)")
-    return image
+        return decode_file_bytes(data, name, max_pixels)
+    except ImageError as e:
+        raise RequestError(STATUS_OF[e.reason], str(e)) from None
 
 
 class PipelinePool:

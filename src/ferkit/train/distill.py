@@ -98,10 +98,10 @@ def train_command(config: dict) -> str:
     differs from it; where-and-how-to-run fields left out but ``--data`` and ``--out``)."""
     recipe = config.get("recipe", "seed")
     base = {**vars(TrainConfig()), **RECIPES.get(recipe, {})}
+    known = {k: v for k, v in config.items() if k in base}
     parts = ["ferkit train", f"--recipe {recipe}"]
-    for key, value in config.items():
-        if key == "recipe" or key in RUN_FIELDS or key not in base or value == base[key] or \
-                (isinstance(value, list) and tuple(value) == base[key]):
+    for key, value in vars(TrainConfig(**known)).items():  # through TrainConfig: a saved list is its tuple
+        if key == "recipe" or key in RUN_FIELDS or key not in known or value == base[key]:
             continue
         flag = "--" + key.replace("_", "-")
         if isinstance(value, bool):
