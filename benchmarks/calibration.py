@@ -20,11 +20,12 @@ import sys
 import numpy as np
 from common import machine
 
-from ferkit.calibration import calibration_metrics, fit_temperature, raw_logits, risk_coverage, softmax_views
+from ferkit.calibration import calibration_metrics, fit_temperature, raw_logits, risk_coverage
 from ferkit.data import load_fer2013, split_labels
 from ferkit.defaults import DEFAULT_TTA, TTA_MODES
 from ferkit.folders import list_folder
 from ferkit.infer.predictor import EmotionPredictor, load_image, resize_face
+from ferkit.views import average_views
 
 
 def main() -> None:
@@ -60,12 +61,12 @@ def main() -> None:
     for name, (logits, y) in sets.items():
         record["sets"][name] = {}
         for t in dict.fromkeys((1.0, predictor.classifier.temperature, fitted)):  # raw, as stored, as fitted now
-            m = calibration_metrics(softmax_views(logits, t), y)
+            m = calibration_metrics(average_views(logits, t), y)
             record["sets"][name][f"T={t:g}"] = {key: m[key] for key in ("ece", "nll", "brier", "mean_confidence",
                                                                         "accuracy")}
             print(f"{name:45s} {t:6.3f} {m['ece']:7.2%} {m['nll']:7.4f} {m['brier']:7.4f} "
                   f"{m['mean_confidence']:7.2%} {m['accuracy']:7.2%}")
-        record["sets"][name]["risk_coverage"] = risk_coverage(softmax_views(logits, fitted), y)
+        record["sets"][name]["risk_coverage"] = risk_coverage(average_views(logits, fitted), y)
         print("    accuracy at coverage " + ", ".join(f"{r['coverage']:.0%}: {r['accuracy']:.2%} "
                                                       f"(confidence >= {r['min_confidence']:.2f})"
                                                       for r in record["sets"][name]["risk_coverage"]))

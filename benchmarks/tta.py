@@ -21,8 +21,9 @@ from pathlib import Path
 
 from common import machine
 
+from ferkit.defaults import TTA_MODES
 from ferkit.device import resolve_device
-from ferkit.evaluation import TTA_MODES, evaluate_checkpoint
+from ferkit.evaluation import evaluate_checkpoint
 
 
 def main() -> None:
