@@ -81,6 +81,10 @@ def test_video_tracks_and_writes_everything(tmp_path, face_image, random_checkpo
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
     ok, first = capture.read()
     assert ok and first.shape == face_image.shape
+    ok, second = capture.read()
+    corner = second[:40, :160].astype(int)  # where the processing speed was drawn before 0.5: not in the file
+    green = (corner[..., 1] > 180) & (corner[..., 0] < 90) & (corner[..., 2] < 90)
+    assert green.sum() == 0
 
 
 def test_video_bad_inputs(tmp_path, random_checkpoint):

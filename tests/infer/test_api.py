@@ -120,3 +120,14 @@ def test_one_decoding_policy_refuses_truncated_files(tmp_path, face_image, rando
         assert f"{cut}: not a readable image (truncated" in capsys.readouterr().err
     with_trailer = cv2.imencode(".jpg", face_image)[1].tobytes() + b"\0" * 300  # bytes after the end marker
     assert decode_image(with_trailer, "trailer").shape == face_image.shape
+
+
+def test_the_original_api_gives_a_detected_face_its_own_probabilities():
+    """``predict_emotion_from_frame(image, face.box)`` crops the box as ``predict`` did (the default
+    detector's margin), so the two APIs agree on the same face."""
+    predictor = EmotionPredictor()
+    image = cv2.imread(str(EXAMPLES_DIR / "obama.jpg"))
+    face = predictor.predict(image)[0]
+    emotion, index, probabilities = predictor.predict_emotion_from_frame(image, face.box)
+    assert (emotion, index) == (face.emotion, face.index)
+    np.testing.assert_allclose(probabilities, face.scores, atol=1e-6)

@@ -175,13 +175,14 @@ class YuNetDetector(FaceDetector):
         return found
 
 
+DETECTOR_CLASSES: dict[str, type[FaceDetector]] = {"haar": HaarDetector, "yunet": YuNetDetector}
+
+
 def create_detector(name: str = DEFAULT_DETECTOR, **options) -> FaceDetector:
     """A detector by name: ``yunet`` (default) or ``haar``; ``options`` go to its constructor."""
-    if name == "haar":
-        return HaarDetector(**options)
-    if name == "yunet":
-        return YuNetDetector(**options)
-    raise ValueError(f"unknown detector {name!r}; expected one of {DETECTORS}")
+    if name not in DETECTOR_CLASSES:
+        raise ValueError(f"unknown detector {name!r}; expected one of {DETECTORS}")
+    return DETECTOR_CLASSES[name](**options)
 
 
 def detect_faces(frame: np.ndarray, min_size: int | None = None, detector: str = DEFAULT_DETECTOR) -> list[Box]:

@@ -30,6 +30,7 @@ from ferkit.device import resolve_device
 from ferkit.infer.backends import BACKENDS, TorchClassifier, load_classifier, resolve_model
 from ferkit.infer.detection import (
     DEFAULT_DETECTOR,
+    DETECTOR_CLASSES,
     Box,
     FaceDetector,
     HaarDetector,
@@ -225,7 +226,9 @@ class EmotionPredictor:
     or ONNX export (``checkpoint=`` is the same, by its older name).
     ``device``: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ...
     ``backend``: ``"auto"`` (ONNX Runtime on the CPU when installed), ``"torch"`` or ``"onnx"``.
-    ``margin``: the crop margin for boxes passed in (default: the one that suits Haar boxes).
+    ``margin``: the crop margin for boxes passed in (default: the one that suits the default
+    detector's boxes, so that ``predict_emotion_from_frame(image, face.box)`` gives ``face``'s own
+    probabilities; ``HaarDetector.margin`` for boxes from a Haar cascade).
     ``threads``: ONNX Runtime's threads (default: one per core).
     ``min_confidence``: faces whose top probability is below it are labelled ``"uncertain"`` (their
     probabilities and ``index``, the most probable class, unchanged); 0 (the default) never abstains.
@@ -255,7 +258,7 @@ class EmotionPredictor:
         self.classifier = load_classifier(self.checkpoint_path, backend, self.device, threads)
         self.backend: str = self.classifier.name
         self.class_names: tuple[str, ...] = self.classifier.class_names
-        self.margin = HaarDetector.margin if margin is None else margin
+        self.margin = DETECTOR_CLASSES[DEFAULT_DETECTOR].margin if margin is None else margin
         self._explainer: torch.nn.Module | None = None  # PyTorch weights for Grad-CAM, loaded when first asked
 
     def predict_crops(self, faces: Sequence[np.ndarray]) -> np.ndarray:
