@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +93,14 @@ def test_evaluate_prints_its_figures_before_an_unwritable_out_fails(fer_csv, ran
     captured = capsys.readouterr()
     assert "accuracy" in captured.out and "calibration: ECE" in captured.out  # the work is not lost
     assert captured.err.startswith(f"error: --out {blocker / 'reports'}: cannot write the reports there")
+
+
+def test_a_path_that_cannot_be_written_is_one_line_naming_it(tmp_path, random_checkpoint, capsys):
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes((Path(__file__).parents[1] / "src/ferkit/examples/obama.jpg").read_bytes())
+    for argv, named in ((["predict", str(photo), "--output", str(photo / "x.jsonl")], photo / "x.jsonl"),
+                        (["image", str(photo), "--out", str(photo / "out.jpg")], photo)):
+        assert main([*argv, "--model", str(random_checkpoint)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {named}: ") and "a file stands where a folder is needed" in err
+        assert "Errno" not in err and ".tmp" not in err and "Traceback" not in err

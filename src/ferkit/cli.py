@@ -485,10 +485,22 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return args.run(args)
-    except (OSError, ValueError, TypeError, ImportError) as e:  # DataError, CheckpointError: ValueErrors
-        # OSError: files that cannot be written (read-only or full disk, a file where a folder should be)
+    except OSError as e:  # files that cannot be read or written (read-only or full disk, a file where a folder is)
+        print(f"error: {path_error(e)}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, ImportError) as e:  # DataError, CheckpointError: ValueErrors
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def path_error(e: OSError) -> str:
+    """One shape for every file-system error: the path, what is wrong with it, and what to do."""
+    if e.filename is None or not e.strerror:
+        return str(e)
+    hint = {FileExistsError: "a file stands where a folder is needed", NotADirectoryError: "a file stands where a "
+            "folder is needed", PermissionError: "choose a place you can write", FileNotFoundError: "check the path",
+            IsADirectoryError: "give a file's path, not a folder's"}.get(type(e), "choose another path")
+    return f"{e.filename}: {e.strerror.lower()} ({hint})"
 
 
 if __name__ == "__main__":

@@ -64,8 +64,11 @@ def staged_output(output: str | None) -> Iterator[tuple[TextIO, list[bool]]]:
         yield sys.stdout, keep
         return
     target = Path(output)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".tmp")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".tmp")
+    except OSError as e:  # named by the path asked for, not by the temporary file's
+        raise type(e)(e.errno, e.strerror, str(target)) from None
     try:
         with os.fdopen(fd, "w", newline="") as stream:
             yield stream, keep
