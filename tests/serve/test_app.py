@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
 
+import ferkit  # noqa: E402
 from ferkit.infer.backends import MODELS  # noqa: E402
 from ferkit.serve.app import WEB_DIR, create_app  # noqa: E402
 from ferkit.serve.config import ServiceConfig  # noqa: E402
@@ -103,7 +104,8 @@ def test_upload_errors(client, face_jpeg, make, status, message):
 
 def test_missing_field_is_a_json_4xx(client):
     response = client.post("/v1/predict")
-    assert response.status_code == 422 and response.json()["detail"]
+    assert response.status_code == 422 and isinstance(response.json()["detail"], str)  # as the API promises
+    assert "file" in response.json()["detail"]
 
 
 def test_batch(client, face_jpeg):
@@ -114,8 +116,12 @@ def test_batch(client, face_jpeg):
     too_many = [("files", (f"{i}.jpg", face_jpeg)) for i in range(4)]
     response = client.post("/v1/predict/batch", files=too_many)
     assert response.status_code == 400 and "over the limit of 3" in response.json()["detail"]
-    response = client.post("/v1/predict/batch", files=[("files", ("a.jpg", face_jpeg)), ("files", ("b.jpg", b"x"))])
-    assert response.status_code == 415 and "b.jpg" in response.json()["detail"]
+    response = client.post("/v1/predict/batch", files=[("files", ("a.jpg", face_jpeg)), ("files", ("b.jpg", b"x")),
+                                                       ("files", ("c.jpg", face_jpeg))])
+    assert response.status_code == 200, response.text  # the good files' results, and the bad one's error
+    first, bad, third = response.json()["results"]
+    assert len(first["faces"]) == 1 and third["faces"] == first["faces"]
+    assert bad["filename"] == "b.jpg" and bad["status"] == 415 and "b.jpg: not a readable image" in bad["error"]
 
 
 def test_concurrent_requests(client, face_jpeg):
@@ -132,6 +138,7 @@ def test_page_is_self_contained(client):
         assert client.get(asset).status_code == 200, asset
     for path in WEB_DIR.iterdir():  # no CDN, no web font: nothing outside the service
         assert not re.search(r"https?://", path.read_text()), path.name
+    assert client.get("/openapi.json").json()["info"]["version"] == ferkit.__version__
     docs = client.get("/docs")
     assets = re.findall(r'(?:src|href)="([^"]+)"', docs.text)
     assert docs.status_code == 200 and "swagger-ui-bundle.js" in docs.text and not re.search(r"https?://", docs.text)

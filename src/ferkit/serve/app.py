@@ -21,12 +21,14 @@ from typing import Annotated
 
 from fastapi import FastAPI, File, Request, UploadFile, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 
+from ferkit import __version__
 from ferkit.serve.config import ServiceConfig, host_refusal
 from ferkit.serve.live import LiveSessions, websocket_refusal
 from ferkit.serve.workers import (
@@ -70,8 +72,16 @@ class Prediction(BaseModel):
     model: str
 
 
+class FileError(BaseModel):
+    """One file of a batch that could not be analysed: the status it would have had alone, and why."""
+
+    filename: str
+    status: int
+    error: str
+
+
 class BatchPrediction(BaseModel):
-    results: list[Prediction]
+    results: list[Prediction | FileError]  # one per file, in order: a bad file does not cost the good ones
     model: str
     timing_ms: dict[str, float]
 
@@ -158,7 +168,7 @@ def create_app(config: ServiceConfig | None = None, processes: int = 0) -> FastA
             workers.shutdown()
 
     # FastAPIOffline: FastAPI whose /docs and /redoc serve Swagger UI and ReDoc from files in its wheel, not a CDN
-    app = FastAPIOffline(title="ferkit", version="1", lifespan=lifespan,
+    app = FastAPIOffline(title="ferkit", version=__version__, lifespan=lifespan,
                          description="Facial emotion recognition: faces, boxes and the probabilities of each "
                          "emotion. Errors are JSON: {\"detail\": \"what is wrong\"}.")
     app.state.workers = workers  # None, or the supervised worker processes
@@ -184,6 +194,13 @@ def create_app(config: ServiceConfig | None = None, processes: int = 0) -> FastA
     @app.exception_handler(RequestError)
     async def request_error(_: Request, error: RequestError) -> JSONResponse:
         return JSONResponse({"detail": error.message}, status_code=error.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        """A malformed request's 422 in the shape every error has: ``detail`` is one string."""
+        problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}"
+                             for e in error.errors())
+        return JSONResponse({"detail": problems or "invalid request"}, status_code=422)
 
     async def read_upload(upload: UploadFile) -> bytes:
         """The upload's bytes, refused as soon as they pass the size limit."""
@@ -212,9 +229,14 @@ def create_app(config: ServiceConfig | None = None, processes: int = 0) -> FastA
         if len(files) > config.max_batch:
             raise RequestError(400, f"{len(files)} images in one batch, over the limit of {config.max_batch}")
         start = time.perf_counter()
-        uploads = [(await read_upload(f), f.filename or f"upload {i}") for i, f in enumerate(files)]
-        results = [await analyse(data, name) for data, name in uploads]
-        return {"results": [{**r, "model": model_name} for r in results], "model": model_name,
+        results = []
+        for i, upload in enumerate(files):
+            name = upload.filename or f"upload {i}"
+            try:
+                results.append({**await analyse(await read_upload(upload), name), "model": model_name})
+            except RequestError as e:  # this file's answer; the others' stand
+                results.append({"filename": name, "status": e.status, "error": e.message})
+        return {"results": results, "model": model_name,
                 "timing_ms": {"total": round(1000 * (time.perf_counter() - start), 2)}}
 
     live_sessions = LiveSessions(config, workers, model_name, pool.sample.predictor if pool else None)
