@@ -11,11 +11,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.4.2"
+__version__ = "0.5.0"
 
 _HOME = {
     "EmotionPredictor": "ferkit.infer.predictor", "Face": "ferkit.infer.predictor",
-    "FacePrediction": "ferkit.infer.predictor",
     "FacePipeline": "ferkit.infer.pipeline", "create_detector": "ferkit.infer.detection",
     "TrainConfig": "ferkit.train.config", "RECIPES": "ferkit.train.config", "train": "ferkit.train.loop",
     "evaluate_checkpoint": "ferkit.evaluation", "evaluate_folder": "ferkit.folders",

@@ -96,14 +96,16 @@ def test_bundled_models_by_name():
     assert main(["image", "--model", "accurate"]) == 2
 
 
-def test_the_old_import_path_still_works():
+def test_the_expired_import_path_is_gone():
+    """``ferkit.inference`` (0.1's path) and ``FacePrediction`` (0.1's name) were kept from 0.2 "for one
+    release" and went in 0.5 (CHANGELOG.md)."""
     import importlib
-    import sys
 
-    sys.modules.pop("ferkit.inference", None)
-    with pytest.warns(DeprecationWarning, match="import EmotionPredictor from ferkit"):
-        old = importlib.import_module("ferkit.inference")
-    assert old.EmotionPredictor is EmotionPredictor
+    import ferkit
+
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("ferkit.inference")
+    assert not hasattr(ferkit, "FacePrediction") and ferkit.EmotionPredictor is EmotionPredictor
 
 
 def test_one_decoding_policy_refuses_truncated_files(tmp_path, face_image, random_checkpoint, capsys):

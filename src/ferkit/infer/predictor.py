@@ -43,7 +43,7 @@ from ferkit.views import average_views, tta_views
 if TYPE_CHECKING:
     from ferkit.infer.explain import Explanation
 
-__all__ = ["BACKENDS", "Box", "EmotionPredictor", "Face", "FacePrediction", "ImageError", "crop_face", "crop_square",
+__all__ = ["BACKENDS", "Box", "EmotionPredictor", "Face", "ImageError", "crop_face", "crop_square",
            "decode_image", "detect_faces", "load_image", "resize_face", "to_gray"]
 
 @dataclass(frozen=True)
@@ -85,7 +85,6 @@ class Face:
                 "track_id": self.track_id}
 
 
-FacePrediction = Face  # its name before ferkit 0.2
 # The largest image file read (width x height), checked from its header before decoding: 200 million pixels
 # (14142 x 14142) take 600 MB as BGR; a 1 MB PNG can claim 10 billion.
 MAX_IMAGE_PIXELS = 200_000_000
