@@ -104,3 +104,15 @@ def test_a_path_that_cannot_be_written_is_one_line_naming_it(tmp_path, random_ch
         err = capsys.readouterr().err
         assert err.startswith(f"error: {named}: ") and "a file stands where a folder is needed" in err
         assert "Errno" not in err and ".tmp" not in err and "Traceback" not in err
+
+
+def test_serve_on_a_busy_port_says_so_before_serving(capsys):
+    pytest.importorskip("uvicorn")
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 2
+    captured = capsys.readouterr()
+    assert "serving on" not in captured.out
+    assert captured.err.startswith(f"error: --host 127.0.0.1 --port {port}: cannot listen there")

@@ -333,9 +333,17 @@ def serve_run(args: argparse.Namespace) -> int:
                            max_requests_per_worker=args.max_requests_per_worker,
                            max_side=args.max_side, max_upload_bytes=int(args.max_upload_mb * 2**20),
                            max_batch=args.max_batch, max_pixels=args.max_pixels)
+    import socket
+
+    try:  # bound before anything is said or loaded: a busy port is one error, not a "serving on" then a failure
+        sock = socket.create_server((args.host, args.port), family=socket.AF_INET6 if ":" in args.host
+                                    else socket.AF_INET)
+    except OSError as e:
+        raise ValueError(f"--host {args.host} --port {args.port}: cannot listen there ({e.strerror or e}); "
+                         "choose another --port, or stop what is using it") from None
     app = create_app(config, processes=args.workers)
     print(f"ferkit serving on http://{args.host}:{args.port}/ (API docs at /docs), {args.workers} worker(s)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     return 0
 
 
