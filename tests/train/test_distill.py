@@ -94,7 +94,8 @@ def test_teach_writes_the_fine_logits_of_every_image_and_its_record(fer_csv, fin
     probs = teacher.probabilities(teacher.logits, 4)
     y = split_labels(arrays, "PublicTest", 4)
     accuracy = (probs[arrays.rows("PublicTest")].argmax(1) == y).mean()
-    assert record["scores"]["all"]["PublicTest fer2013"] == round(float(accuracy), 4)
+    assert record["scores"]["flip"]["PublicTest fer2013"] == round(float(accuracy), 4)
+    assert set(record["scores"]) == {"flip"}  # a file of flip views alone: "all" would say the same again
     assert set(record["scores"]["flip"]) == {"PublicTest fer2013", "PublicTest ferplus", "faces balanced"}
 
 
@@ -111,9 +112,17 @@ def test_the_bank_mean_and_its_scores(fer_csv, tmp_path):
     np.testing.assert_allclose(merged, np.eye(4)[np.array(FINE_TO_4)[arrays.emotion[training]]], atol=1e-6)
     hot = teacher_probabilities([right], arrays, 7, temperature=100.0)  # softened toward uniform
     assert hot.max() < 0.2
-    scores = teacher_scores([read_teacher(right, arrays)], arrays)
-    assert scores["flip"]["PublicTest fer2013"] == scores["all"]["PublicTest fer2013"] == 1.0
-    assert teacher_scores([read_teacher(wrong, arrays)], arrays)["all"]["PublicTest fer2013"] < 1.0
+    assert teacher_scores([read_teacher(right, arrays)], arrays)["flip"]["PublicTest fer2013"] == 1.0
+    assert teacher_scores([read_teacher(wrong, arrays)], arrays)["flip"]["PublicTest fer2013"] < 1.0
+    # twelve views: scored on the whole image and its mirror, and on all twelve
+    twelve = np.repeat(30 * np.eye(7)[arrays.emotion][:, None], 12, 1)
+    twelve[:, 1:6] = 30 * np.eye(7)[(arrays.emotion + 1) % 7][:, None]  # crops that are wrong, all five
+    crops = read_teacher(_teacher(tmp_path / "crops", arrays, twelve, views="tencrop_full"), arrays)
+    scores = teacher_scores([crops], arrays)
+    assert scores["flip"]["PublicTest fer2013"] == 1.0 and scores["all"]["PublicTest fer2013"] == 1.0  # 7 of 12
+    crops.logits[:, 7:] = crops.logits[:, 1:2]  # the crops' mirrors wrong too: flip (views 0 and 6) still right
+    scores = teacher_scores([crops], arrays, num_classes=7)  # in 7 classes, where every label+1 is another class
+    assert scores["flip"]["PublicTest fer2013"] == 1.0 and scores["all"]["PublicTest fer2013"] == 0.0
 
 
 def test_a_teacher_of_the_true_labels_trains_as_the_labels_do(fer_csv, tmp_path):
