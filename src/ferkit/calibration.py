@@ -158,7 +158,13 @@ def raw_logits(classifier, faces: np.ndarray, tta: str = DEFAULT_TTA, batch_size
     """A classifier's own logits (no temperature) for uint8 faces (N, 48, 48), in batches: (V, N, K),
     one slice per test-time view of ``tta`` (:func:`ferkit.views.view_logits`)."""
     images = torch.from_numpy(np.ascontiguousarray(faces[:, None]))
-    return view_logits(lambda x: torch.from_numpy(classifier.logits(x.numpy())), images, tta, batch_size).numpy()
+    return view_logits(network_of(classifier), images, tta, batch_size).numpy()
+
+
+def network_of(classifier):
+    """A classifier backend (numpy in, numpy out) as the tensor callable :func:`ferkit.views.view_logits`
+    takes: its own logits, no temperature."""
+    return lambda x: torch.from_numpy(classifier.logits(x.numpy()))
 
 
 def fit_view_temperature(model, images, labels: np.ndarray, tta: str = DEFAULT_TTA, batch_size: int = 512,
@@ -193,7 +199,7 @@ def calibrate_model(model: str | os.PathLike, data: str | os.PathLike, out: str 
     pixels, _ = arrays.split("PublicTest")
     y = split_labels(arrays, "PublicTest", len(classifier.class_names), labels)
     images = torch.from_numpy(np.ascontiguousarray(pixels[:, None]))
-    temperature = fit_view_temperature(lambda x: torch.from_numpy(classifier.logits(x.numpy())), images, y, tta)
+    temperature = fit_view_temperature(network_of(classifier), images, y, tta)
     if model.suffix == ".onnx":
         set_onnx_temperature(model, out, temperature)
     else:

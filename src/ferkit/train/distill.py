@@ -121,7 +121,8 @@ def write_teacher(model: str | os.PathLike, arrays: Fer2013Arrays, out: str | os
     out, model = Path(out), Path(model)
     if out.suffix:
         raise ValueError(f"{out}: a teacher is a folder (reports/teachers/<name>), not a file")
-    net = model_from_checkpoint(load_checkpoint(model), model).to(device).eval()
+    ckpt = load_checkpoint(model)
+    net = model_from_checkpoint(ckpt, model).to(device).eval()
     fitted = lambda x: net(x, merge=False)  # noqa: E731 - the labels the network fitted, unmerged
 
     def logits_of(pixels: np.ndarray) -> np.ndarray:
@@ -129,7 +130,7 @@ def write_teacher(model: str | os.PathLike, arrays: Fer2013Arrays, out: str | os
         return view_logits(fitted, images, views, batch_size, device, progress=progress).numpy().transpose(1, 0, 2)
 
     contents = dict(logits=logits_of(arrays.pixels).astype(np.float16),
-                    labels=np.array(fitted_labels(load_checkpoint(model))),
+                    labels=np.array(fitted_labels(ckpt)),
                     views=np.array(views), pixels_sha256=np.array(pixels_sha256(arrays)))
     for root in folders:
         root = Path(root)
@@ -143,13 +144,14 @@ def write_teacher(model: str | os.PathLike, arrays: Fer2013Arrays, out: str | os
             np.savez_compressed(f, **contents)
 
     write_atomic(out / LOGITS_FILE, save)
-    write_record(out, model, arrays)
+    write_record(out, model, arrays, ckpt)
     return out
 
 
-def write_record(out: Path, model: Path, arrays: Fer2013Arrays) -> Path:
-    """Write a teacher folder's ``teacher.json`` from its logits and the model they came from."""
-    ckpt = load_checkpoint(model)
+def write_record(out: Path, model: Path, arrays: Fer2013Arrays, ckpt: dict | None = None) -> Path:
+    """Write a teacher folder's ``teacher.json`` from its logits and the model they came from (its
+    checkpoint ``ckpt``, read from ``model`` if not given)."""
+    ckpt = load_checkpoint(model) if ckpt is None else ckpt
     teacher = read_teacher(out, arrays)
     shown = model.resolve().relative_to(Path.cwd()) if model.resolve().is_relative_to(Path.cwd()) else model
     record = {
