@@ -12,8 +12,10 @@ Each detector carries the crop ``margin`` that frames its boxes the way FER2013 
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -137,6 +139,65 @@ class HaarDetector(FaceDetector):
         return [Detection(tuple(int(v) for v in b)) for b in found]
 
 
+class LibFaceDetection:
+    """YuNet's C entry point, ``facedetect_cnn``, in the ``yuface`` wheel's own libfacedetection,
+    called with a result buffer that this object owns and reuses.
+
+    The wheel's Python binding (``yuface.c_detect``) allocates a 36 KiB result buffer on every call
+    and never frees it: +36.0 KiB of resident memory a call, 3.9 GB an hour of video at 30
+    detections a second (``benchmarks/yuface_leak.py``). Called this way, the same network on the
+    same pixels gives the same faces (``tests/infer/test_detection.py``) and memory stays flat; the
+    call also lets go of Python's lock while the network runs. Calls on one object are serialized.
+    """
+
+    LIBRARY = "libfacedetection.so.v0.0.3"  # the build whose result layout is read below (yuface 2023.5.1)
+    SYMBOL = "_Z14facedetect_cnnPhS_iii"  # int* facedetect_cnn(uchar* result, uchar* bgr, int w, int h, int step)
+    RESULT_BYTES = 0x20000  # the result buffer's size the library asks for
+    ROW = 16  # shorts per face: score (0-100), box (x, y, w, h), five landmarks (x, y), one unused
+
+    def __init__(self) -> None:
+        self._entry = _facedetect_cnn()
+        self._result = np.zeros(self.RESULT_BYTES, np.uint8)
+        self._lock = threading.Lock()
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        """The faces of a contiguous uint8 BGR frame: (N, 16) int16 rows, as ``yuface.c_detect`` gives them."""
+        frame = np.ascontiguousarray(frame, dtype=np.uint8)
+        if frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(f"YuNet needs a (height, width, 3) BGR frame, got shape {frame.shape}")
+        height, width = frame.shape[:2]
+        with self._lock:
+            self._entry(self._result.ctypes.data, frame.ctypes.data, width, height, width * 3)
+            count = int(self._result[:4].view(np.int32)[0])
+            return self._result[4 : 4 + 2 * self.ROW * count].view(np.int16).reshape(count, self.ROW).copy()
+
+
+_load_lock = threading.Lock()
+
+
+@lru_cache(maxsize=1)
+def _facedetect_cnn():
+    """libfacedetection's entry point, loaded once and warmed up (its first call sets up the network's
+    filters, which two threads must not do at once); None where the wheel holds another build."""
+    import ctypes
+
+    import yuface
+
+    library = Path(yuface.__file__).parent / LibFaceDetection.LIBRARY
+    if not library.is_file():
+        return None
+    try:
+        entry = getattr(ctypes.CDLL(str(library)), LibFaceDetection.SYMBOL)
+    except (OSError, AttributeError):
+        return None
+    entry.restype = ctypes.c_void_p
+    entry.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    with _load_lock:
+        result, frame = np.zeros(LibFaceDetection.RESULT_BYTES, np.uint8), np.zeros((32, 32, 3), np.uint8)
+        entry(result.ctypes.data, frame.ctypes.data, 32, 32, 96)
+    return entry
+
+
 class YuNetDetector(FaceDetector):
     """YuNet (libfacedetection) through the ``yuface`` wheel: more accurate than Haar, also offline.
 
@@ -158,7 +219,9 @@ class YuNetDetector(FaceDetector):
             import yuface
         except ImportError:
             raise ImportError("the yunet detector needs the yuface wheel: pip install yuface") from None
-        self._detect_raw = yuface.c_detect  # int16 boxes: faces crossing the edge keep negative coordinates
+        # int16 boxes: faces crossing the edge keep negative coordinates. The wheel's own binding leaks 36 KiB a
+        # call (LibFaceDetection); it is only used where the wheel holds another build of the library.
+        self._detect_raw = LibFaceDetection() if _facedetect_cnn() is not None else yuface.c_detect
         self.confidence, self.max_side = confidence, max_side
 
     def _detect(self, frame: np.ndarray, min_size: int) -> list[Detection]:
