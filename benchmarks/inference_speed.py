@@ -89,7 +89,9 @@ def classification_speed(repeats: int) -> dict[str, dict[str, float]]:
     results = {}
     for label, backend in (("pytorch fp32", "torch"), ("onnxruntime fp32", None), ("onnxruntime int8", "onnx")):
         if backend is None:  # the bundled checkpoint through an fp32 ONNX export
-            from ferkit.infer.backends import OnnxClassifier, cached_onnx, resolve_model
+            from ferkit.infer.backends import OnnxClassifier
+            from ferkit.infer.export import cached_onnx
+            from ferkit.infer.models import resolve_model
 
             classifier = OnnxClassifier(cached_onnx(resolve_model()))
         else:

@@ -15,7 +15,8 @@ from ferkit.calibration import (
 )
 from ferkit.checkpoint import CheckpointError, load_checkpoint, save_atomic
 from ferkit.cli import main
-from ferkit.infer.backends import export_onnx, load_classifier, onnxruntime_available, set_onnx_temperature
+from ferkit.infer.backends import load_classifier, onnxruntime_available
+from ferkit.infer.export import export_onnx, set_onnx_temperature
 from ferkit.infer.predictor import EmotionPredictor
 from ferkit.views import average_views
 

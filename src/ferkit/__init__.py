@@ -18,7 +18,7 @@ _HOME = {
     "FacePipeline": "ferkit.infer.pipeline", "create_detector": "ferkit.infer.detection",
     "TrainConfig": "ferkit.train.config", "RECIPES": "ferkit.train.config", "train": "ferkit.train.loop",
     "evaluate_checkpoint": "ferkit.evaluation", "evaluate_folder": "ferkit.folders",
-    "load_fer2013": "ferkit.data", "export_onnx": "ferkit.infer.backends",
+    "load_fer2013": "ferkit.data", "export_onnx": "ferkit.infer.export",
 }
 __all__ = ["__version__", *sorted(_HOME)]
 

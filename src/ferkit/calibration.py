@@ -189,7 +189,8 @@ def calibrate_model(model: str | os.PathLike, data: str | os.PathLike, out: str 
     temperature and the file written."""
     from ferkit.checkpoint import load_checkpoint, save_atomic
     from ferkit.data import load_fer2013, split_labels
-    from ferkit.infer.backends import load_classifier, set_onnx_temperature
+    from ferkit.infer.backends import load_classifier
+    from ferkit.infer.export import set_onnx_temperature
 
     model, out = Path(model), Path(out or model)
     if model.suffix == ".onnx" and out.suffix != ".onnx":

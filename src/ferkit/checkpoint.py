@@ -186,13 +186,3 @@ def model_from_checkpoint(
         detail = " ".join(str(e).split())[:400]
         raise CheckpointError(f"{path}: weights do not fit a ferkit ResNet-18 ({detail})") from None
     return model
-
-
-def export_weights(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """A compact inference copy of a checkpoint: fp16 weights and metadata, no optimizer state."""
-    ckpt = load_checkpoint(checkpoint)
-    model = model_from_checkpoint(ckpt, checkpoint)
-    save_atomic(make_checkpoint(model, epoch=ckpt.get("epoch", 0), val_accuracy=ckpt.get("val_accuracy", 0.0),
-                                config=ckpt.get("config", {}), half=True,
-                                extra={"temperature": ckpt["temperature"]}), out)
-    return Path(out)

@@ -23,22 +23,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
-import json
 import os
 import sys
 from collections.abc import Callable
 
-from ferkit import __version__
-from ferkit.defaults import (
-    BACKENDS,
-    DEFAULT_DETECTOR,
-    DEFAULT_TTA,
-    DETECTORS,
-    LABEL_SETS,
-    OUTPUT_FORMATS,
-    PRECISIONS,
-    TTA_MODES,
-)
+from ferkit import __version__, defaults
 from ferkit.serve.config import ServiceConfig
 from ferkit.train.config import RECIPES, TrainConfig, resolve_config
 
@@ -53,26 +42,29 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model", help="a bundled model's name (fast, the default; fast7: seven classes) or a "
                        "checkpoint, weights file or ONNX export")
     group.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda... (default: auto)")
-    group.add_argument("--backend", choices=BACKENDS, default="auto",
+    group.add_argument("--backend", choices=defaults.BACKENDS, default="auto",
                        help="auto: ONNX Runtime on the CPU when installed, else PyTorch (default: auto)")
-    group.add_argument("--min-confidence", type=float, default=0.0,
-                       help="label faces whose top probability is below this 'uncertain' (default: 0, never)")
-    group.add_argument("--tta", choices=TTA_MODES, default=DEFAULT_TTA,
+    group.add_argument("--min-confidence", type=float, default=defaults.MIN_CONFIDENCE,
+                       help=f"label faces less sure than this 'uncertain' (default: {defaults.MIN_CONFIDENCE:g}: "
+                       "never)")
+    group.add_argument("--tta", choices=defaults.TTA_MODES, default=defaults.DEFAULT_TTA,
                        help="test-time views per face, averaged: flip adds its mirror, none is one view, tencrop_full "
-                       f"twelve (about a point more accurate, for photos rather than video; default: {DEFAULT_TTA})")
+                       "twelve (about a point more accurate, for photos rather than video; default: "
+                       f"{defaults.DEFAULT_TTA})")
 
 
 def add_detector_options(parser: argparse.ArgumentParser, video: bool) -> None:
     group = parser.add_argument_group("faces")
-    group.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR,
-                       help=f"face detector (default: {DEFAULT_DETECTOR})")
+    group.add_argument("--detector", choices=defaults.DETECTORS, default=defaults.DEFAULT_DETECTOR,
+                       help=f"face detector (default: {defaults.DEFAULT_DETECTOR})")
     if video:
-        group.add_argument("--detect-every", type=int, default=3,
-                           help="run the detector every N frames and follow faces in between (default: 3)")
-        group.add_argument("--detect-scale", type=float, default=0.5,
-                           help="shrink frames by this factor for detection (default: 0.5)")
-        group.add_argument("--smoothing", type=float, default=5,
-                           help="EMA window in frames for each face's probabilities (1: none; default: 5)")
+        group.add_argument("--detect-every", type=int, default=defaults.DETECT_EVERY, help="run the detector every N "
+                           f"frames and follow faces in between (default: {defaults.DETECT_EVERY})")
+        group.add_argument("--detect-scale", type=float, default=defaults.DETECT_SCALE,
+                           help=f"shrink frames by this factor for detection (default: {defaults.DETECT_SCALE})")
+        group.add_argument("--smoothing", type=float, default=defaults.SMOOTHING,
+                           help="EMA window in frames for each face's probabilities (1: none; default: "
+                           f"{defaults.SMOOTHING})")
 
 
 def make_pipeline(args: argparse.Namespace):
@@ -113,10 +105,6 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 # The commands: each builds its parser, and runs from the parsed arguments
 
 
-def train_parser(p: argparse.ArgumentParser) -> None:
-    add_train_arguments(p)
-
-
 def train_run(args: argparse.Namespace) -> int:
     from ferkit.train.loop import train
 
@@ -131,31 +119,31 @@ def evaluate_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "--checkpoint", dest="model",
                    help="a bundled model's name (fast, the default; fast7: seven classes) or a checkpoint or "
                    "ONNX export")
-    p.add_argument("--backend", choices=BACKENDS, default="auto",
+    p.add_argument("--backend", choices=defaults.BACKENDS, default="auto",
                    help="score as EmotionPredictor runs the model with this backend (default: auto)")
     p.add_argument("--as-trained", action="store_true",
                    help="score as the checkpoint was trained to be scored: PyTorch, its test-time views and precision")
     p.add_argument("--split", default="PrivateTest",
                    help="FER2013 split: PrivateTest (default), PublicTest or Training")
-    p.add_argument("--labels", choices=LABEL_SETS, default="fer2013",
+    p.add_argument("--labels", choices=defaults.LABEL_SETS, default="fer2013",
                    help="FER2013's labels or FER+'s majority votes (rows without a majority are left out)")
     p.add_argument("--cropped", action="store_true", help="--folder holds face crops: classify them as they are "
                    "(default: detect faces and score each image's largest)")
-    p.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR,
-                   help=f"face detector for --folder without --cropped (default: {DEFAULT_DETECTOR})")
+    p.add_argument("--detector", choices=defaults.DETECTORS, default=defaults.DEFAULT_DETECTOR,
+                   help=f"face detector for --folder without --cropped (default: {defaults.DEFAULT_DETECTOR})")
     p.add_argument("--out", help="folder for confusion_matrix.png, classification_report.txt, metrics.json")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda...")
     p.add_argument("--skip-bad-rows", action="store_true", help="drop malformed CSV rows instead of stopping")
-    p.add_argument("--tta", choices=TTA_MODES,
-                   help=f"test-time views (default: {DEFAULT_TTA}; --as-trained: the checkpoint's)")
-    p.add_argument("--precision", choices=PRECISIONS, help="PyTorch precision; implies --as-trained")
+    p.add_argument("--tta", choices=defaults.TTA_MODES,
+                   help=f"test-time views (default: {defaults.DEFAULT_TTA}; --as-trained: the checkpoint's)")
+    p.add_argument("--precision", choices=defaults.PRECISIONS, help="PyTorch precision; implies --as-trained")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def evaluate_run(args: argparse.Namespace) -> int:
     from ferkit.calibration import format_calibration
     from ferkit.evaluation import evaluate_checkpoint, format_report, write_reports
-    from ferkit.infer.backends import resolve_model
+    from ferkit.infer.models import resolve_model
 
     model = resolve_model(args.model)
     progress = not args.quiet and sys.stderr.isatty()
@@ -163,7 +151,8 @@ def evaluate_run(args: argparse.Namespace) -> int:
         from ferkit.folders import evaluate_folder
         from ferkit.infer.predictor import EmotionPredictor
 
-        predictor = EmotionPredictor(model, device=args.device, backend=args.backend, tta=args.tta or DEFAULT_TTA)
+        predictor = EmotionPredictor(model, device=args.device, backend=args.backend,
+                                     tta=args.tta or defaults.DEFAULT_TTA)
         record = evaluate_folder(predictor, args.folder, args.cropped, args.detector, progress=progress)
         title = f"{model} on {args.folder} ({'crops' if args.cropped else record['detector']}, {predictor.backend})"
         print(format_report(record, title))
@@ -223,7 +212,7 @@ def explain_run(args: argparse.Namespace) -> int:
 def predict_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", help="image files and folders (searched recursively)")
     p.add_argument("--output", "-o", help="file to write (default: standard output)")
-    p.add_argument("--format", choices=OUTPUT_FORMATS,
+    p.add_argument("--format", choices=defaults.OUTPUT_FORMATS,
                    help="csv or jsonl (default: from --output's suffix, else csv)")
     p.add_argument("--annotate", metavar="DIR", help="also write annotated copies into DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -294,7 +283,7 @@ def serve_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
     add_model_options(p)
-    p.add_argument("--detector", choices=DETECTORS, default=SERVICE.detector,
+    p.add_argument("--detector", choices=defaults.DETECTORS, default=SERVICE.detector,
                    help=f"face detector (default: {SERVICE.detector})")
     p.add_argument("--max-side", type=int, default=SERVICE.max_side,
                    help="shrink larger images to this longer side for detection; 0: full size, as every "
@@ -319,31 +308,16 @@ def serve_parser(p: argparse.ArgumentParser) -> None:
 
 def serve_run(args: argparse.Namespace) -> int:
     try:  # the service's dependencies are an extra: the other commands work without them
-        import uvicorn
-
-        from ferkit.serve.app import create_app
+        from ferkit.serve.app import serve
     except ImportError as e:
         raise ImportError(f"ferkit serve needs the serve extra ({e}): pip install 'ferkit[serve]'") from None
-    hosts = list(args.allowed_hosts)
-    if args.host not in ("0.0.0.0", "::", "") and args.host not in hosts:
-        hosts.append(args.host)
     config = ServiceConfig(model=args.model, device=args.device, backend=args.backend,
                            min_confidence=args.min_confidence, tta=args.tta, detector=args.detector,
-                           allowed_hosts=tuple(hosts), cors_origins=tuple(args.cors_origin),
+                           allowed_hosts=tuple(args.allowed_hosts), cors_origins=tuple(args.cors_origin),
                            max_requests_per_worker=args.max_requests_per_worker,
                            max_side=args.max_side, max_upload_bytes=int(args.max_upload_mb * 2**20),
                            max_batch=args.max_batch, max_pixels=args.max_pixels)
-    import socket
-
-    try:  # bound before anything is said or loaded: a busy port is one error, not a "serving on" then a failure
-        sock = socket.create_server((args.host, args.port), family=socket.AF_INET6 if ":" in args.host
-                                    else socket.AF_INET)
-    except OSError as e:
-        raise ValueError(f"--host {args.host} --port {args.port}: cannot listen there ({e.strerror or e}); "
-                         "choose another --port, or stop what is using it") from None
-    app = create_app(config, processes=args.workers)
-    print(f"ferkit serving on http://{args.host}:{args.port}/ (API docs at /docs), {args.workers} worker(s)")
-    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    serve(config, args.host, args.port, args.workers)
     return 0
 
 
@@ -360,8 +334,8 @@ def export_parser(p: argparse.ArgumentParser) -> None:
 
 
 def export_run(args: argparse.Namespace) -> int:
-    from ferkit.checkpoint import export_weights
-    from ferkit.infer.backends import export_onnx, export_torchscript, resolve_model
+    from ferkit.infer.export import calibration_faces, export_onnx, export_torchscript, export_weights
+    from ferkit.infer.models import resolve_model
 
     if not (args.weights or args.onnx or args.torchscript):
         raise ValueError("say what to write: --weights, --onnx and/or --torchscript")
@@ -372,7 +346,7 @@ def export_run(args: argparse.Namespace) -> int:
     if args.weights:
         written.append(export_weights(checkpoint, args.weights))
     if args.onnx:
-        calibration = _calibration_faces(args.calibration_data, args.calibration_size) if args.int8 else None
+        calibration = calibration_faces(args.calibration_data, args.calibration_size) if args.int8 else None
         written.append(export_onnx(checkpoint, args.onnx, calibration,
                                    progress=not args.quiet and sys.stderr.isatty()))
     if args.torchscript:
@@ -385,12 +359,12 @@ def export_run(args: argparse.Namespace) -> int:
 def calibrate_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a checkpoint, weights file or ONNX export")
     p.add_argument("--data", required=True, help="FER2013 file: the temperature is fitted on its PublicTest")
-    p.add_argument("--labels", choices=LABEL_SETS, default="fer2013",
+    p.add_argument("--labels", choices=defaults.LABEL_SETS, default="fer2013",
                    help="fit to FER2013's labels or FER+'s majority votes (default: fer2013)")
     p.add_argument("--out", help="write the calibrated model here (default: into MODEL itself)")
-    p.add_argument("--tta", choices=TTA_MODES, default=DEFAULT_TTA,
-                   help=f"fit for these test-time views, their probabilities averaged (default: {DEFAULT_TTA}, "
-                        "what every entry point uses)")
+    p.add_argument("--tta", choices=defaults.TTA_MODES, default=defaults.DEFAULT_TTA,
+                   help="fit for these test-time views, their probabilities averaged (default: "
+                   f"{defaults.DEFAULT_TTA}, what every entry point uses)")
 
 
 def calibrate_run(args: argparse.Namespace) -> int:
@@ -407,7 +381,7 @@ def teach_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="FER2013 file whose images (all three splits) are scored")
     p.add_argument("--out", required=True, help="the teacher's folder in the bank (reports/teachers/NAME), for "
                    "`ferkit train --teacher`")
-    p.add_argument("--views", choices=TTA_MODES, default="flip",
+    p.add_argument("--views", choices=defaults.TTA_MODES, default="flip",
                    help="test-time views whose logits are kept (default: flip, the image and its mirror: 1 MB, "
                    "6 minutes on 2 cores; tencrop_full: 12 views, 6 MB, 30 minutes)")
     p.add_argument("--folder", nargs="*", default=[], help="labelled face folders of crops (anger/, happiness/, "
@@ -418,36 +392,21 @@ def teach_parser(p: argparse.ArgumentParser) -> None:
 def teach_run(args: argparse.Namespace) -> int:
     from ferkit.data import load_fer2013
     from ferkit.device import resolve_device
-    from ferkit.infer.backends import resolve_model
-    from ferkit.train.distill import write_teacher
+    from ferkit.infer.models import resolve_model
+    from ferkit.train.distill import describe_teacher, write_teacher
 
     device, model = resolve_device(args.device), resolve_model(args.model)
     if model.suffix == ".onnx":
         raise ValueError(f"{model}: a teacher is a PyTorch checkpoint or weights file: an ONNX export has merged "
                          "its labels")
     out = write_teacher(model, load_fer2013(args.data), args.out, args.views, args.folder, device, progress=True)
-    record = json.loads((out / "teacher.json").read_text())
-    size = (out / "logits.npz").stat().st_size / 2**20
-    print(f"wrote {out} ({size:.1f} MiB): the logits of {model} for every FER2013 image under {args.views} views")
-    for views, scores in record["scores"].items():
-        print(f"  {views} views: " + ", ".join(f"{k} {v:.2%}" for k, v in scores.items()))
+    print(describe_teacher(out))
     return 0
-
-
-def _calibration_faces(data: str, count: int):
-    """``count`` Training faces drawn with a fixed seed (the same file gives the same int8 model)."""
-    import numpy as np
-
-    from ferkit.data import load_fer2013
-
-    pixels, _ = load_fer2013(data).split("Training")
-    pick = np.random.default_rng(0).permutation(len(pixels))[:count]
-    return pixels[np.sort(pick)]
 
 
 # name: (one-line description, parser builder, runner)
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
-    "train": ("train a ResNet-18 on FER2013 with a named recipe", train_parser, train_run),
+    "train": ("train a ResNet-18 on FER2013 with a named recipe", add_train_arguments, train_run),
     "evaluate": ("score a model on FER2013 (its or FER+'s labels) or on a labelled face folder", evaluate_parser,
                  evaluate_run),
     "image": ("faces and emotions in images, printed and annotated", image_parser, image_run),

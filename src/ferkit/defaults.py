@@ -13,6 +13,11 @@ STEMS = ("imagenet", "cifar")
 LABEL_SETS = ("fer2013", "ferplus")
 OUTPUT_FORMATS = ("csv", "jsonl")  # what ferkit predict writes: a row per face, or a JSON object per face
 UNCERTAIN = "uncertain"  # the label of a face below EmotionPredictor's min_confidence
+MIN_CONFIDENCE = 0.0  # EmotionPredictor's, every command's and the service's: no face is ever labelled uncertain
+# How videos, webcams and live sessions schedule the detector: every 3rd frame, on a copy shrunk to half, with faces
+# followed in between, kept 99-100% of the faces that full-size detection on every frame finds, at three to six times
+# its frame rate (benchmarks/inference_speed.py); each face's probabilities are an EMA over 5 frames.
+DETECT_EVERY, DETECT_SCALE, SMOOTHING = 3, 0.5, 5
 # Image files OpenCV does not read: a folder walk reports them as skipped rather than passing over them silently.
 UNSUPPORTED_IMAGE_SUFFIXES = (".gif", ".heic", ".heif", ".avif", ".jxl", ".svg")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm")  # what folders are searched for

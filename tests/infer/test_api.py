@@ -87,7 +87,7 @@ def test_every_entry_point_gives_the_same_faces(bundled, tmp_path, capsys):
 
 
 def test_bundled_models_by_name():
-    from ferkit.infer.backends import MODELS, resolve_model
+    from ferkit.infer.models import MODELS, resolve_model
 
     assert resolve_model() == resolve_model("fast") == MODELS["fast"].weights
     assert EmotionPredictor("fast", device="cpu").checkpoint_path == MODELS["fast"].weights

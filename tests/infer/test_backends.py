@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from ferkit.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, model_from_checkpoint, save_atomic
-from ferkit.infer.backends import OnnxClassifier, export_onnx, export_torchscript
+from ferkit.infer.backends import OnnxClassifier
+from ferkit.infer.export import export_onnx, export_torchscript
 from ferkit.infer.predictor import EmotionPredictor
 from ferkit.model import create_model
 

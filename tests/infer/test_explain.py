@@ -79,7 +79,7 @@ def test_the_map_moves_with_the_face(trained, method):
 
 def test_gradcam_needs_weights_and_occlusion_runs_anywhere(random_checkpoint, tmp_path, face_image):
     pytest.importorskip("onnxruntime")
-    from ferkit.infer.backends import export_onnx
+    from ferkit.infer.export import export_onnx
 
     onnx_only = EmotionPredictor(export_onnx(random_checkpoint, tmp_path / "m.onnx"))
     with pytest.raises(ValueError, match="Grad-CAM needs PyTorch weights"):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ferkit.infer.backends import MODELS
+from ferkit.infer.models import MODELS
 from ferkit.infer.predictor import EmotionPredictor, Face, crop_face, detect_faces, to_gray
 
 

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
 
 import ferkit  # noqa: E402
-from ferkit.infer.backends import MODELS  # noqa: E402
+from ferkit.infer.models import MODELS  # noqa: E402
 from ferkit.serve.app import WEB_DIR, create_app  # noqa: E402
 from ferkit.serve.config import ServiceConfig  # noqa: E402
 
@@ -58,6 +58,16 @@ def test_bundled_model_reports_its_accuracy_and_card():
     card = client.get(model["model_card"])
     assert card.status_code == 200 and card.headers["content-type"].startswith("text/markdown")
     assert "Intended use" in card.text and "Not for decisions about people" in card.text
+
+
+def test_page_links_the_card_rendered(client):
+    """The page's "model card" link opens the card as a page: headings and tables, not raw Markdown."""
+    page = client.get("/").text
+    link = re.search(r'<a href="([^"]+)">model card</a>', page).group(1)
+    card = client.get(link)
+    assert card.status_code == 200 and card.headers["content-type"].startswith("text/html")
+    assert "<h1>" in card.text and "<table>" in card.text and "<h2>Intended use" in card.text
+    assert "|---" not in card.text and "\n## " not in card.text
 
 
 def test_predict_one_face(client, face_jpeg):

@@ -1,6 +1,6 @@
 """The one frame-to-faces pipeline behind every entry point (photos, folders, videos, webcams).
 
-    pipeline = FacePipeline(EmotionPredictor(), detect_every=3, smoothing=5)   # YuNet, the default detector
+    pipeline = FacePipeline(EmotionPredictor())  # YuNet, every 3rd frame at half size, 5-frame smoothing
     for frame in frames:
         for face in pipeline.process(frame):     # Face with a stable track_id
             print(face.track_id, face.box, face.emotion, face.probabilities)
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ferkit.defaults import DETECT_EVERY, DETECT_SCALE, SMOOTHING
 from ferkit.infer.detection import DEFAULT_DETECTOR, FaceDetector, get_detector, to_gray
 from ferkit.infer.predictor import EmotionPredictor, Face
 from ferkit.infer.tracking import FaceTracker, Track, anchor, follow, is_cut, remember, scene_signature
@@ -27,18 +28,18 @@ class FacePipeline:
     ``detector``: a name (``haar``, ``yunet``) or a :class:`FaceDetector`.
     ``detect_every``: run the detector on every N-th frame, follow faces in between (1: every frame).
     ``detect_scale``: shrink frames by this factor before detecting (1: full size).
-    The defaults (3, 0.5) keep 99-100% of the faces a full-size detection on every frame finds, at
-    three to six times its frame rate (``benchmarks/inference_speed.py``).
     ``smoothing``: EMA window in frames for each face's probabilities (1: none).
+    The defaults are :mod:`ferkit.defaults`' (``DETECT_EVERY``, ``DETECT_SCALE``, ``SMOOTHING``: what they
+    keep and cost is written there).
     """
 
     def __init__(
         self,
         predictor: EmotionPredictor | None = None,
         detector: FaceDetector | str = DEFAULT_DETECTOR,
-        detect_every: int = 3,
-        detect_scale: float = 0.5,
-        smoothing: float = 5,
+        detect_every: int = DETECT_EVERY,
+        detect_scale: float = DETECT_SCALE,
+        smoothing: float = SMOOTHING,
         iou_threshold: float = 0.3,
         max_missed: int = 5,
     ) -> None:

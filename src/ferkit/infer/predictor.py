@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from ferkit.data import IMAGE_SIZE
-from ferkit.defaults import DEFAULT_TTA, TTA_MODES, UNCERTAIN, UNSUPPORTED_IMAGE_SUFFIXES
+from ferkit.defaults import DEFAULT_TTA, MIN_CONFIDENCE, TTA_MODES, UNCERTAIN, UNSUPPORTED_IMAGE_SUFFIXES
 from ferkit.device import resolve_device
-from ferkit.infer.backends import BACKENDS, TorchClassifier, load_classifier, resolve_model
+from ferkit.infer.backends import BACKENDS, TorchClassifier, load_classifier
 from ferkit.infer.detection import (
     DEFAULT_DETECTOR,
     DETECTOR_CLASSES,
@@ -38,6 +38,7 @@ from ferkit.infer.detection import (
     get_detector,
     to_gray,
 )
+from ferkit.infer.models import resolve_model
 from ferkit.views import average_views, tta_views
 
 if TYPE_CHECKING:
@@ -244,7 +245,7 @@ class EmotionPredictor:
     def __init__(
         self, model: str | os.PathLike | None = None, device: str = "auto", margin: float | None = None,
         backend: str = "auto", threads: int | None = None, *, checkpoint: str | os.PathLike | None = None,
-        min_confidence: float = 0.0, tta: str = DEFAULT_TTA,
+        min_confidence: float = MIN_CONFIDENCE, tta: str = DEFAULT_TTA,
     ) -> None:
         if not 0 <= min_confidence <= 1:
             raise ValueError(f"min_confidence must be between 0 and 1, got {min_confidence}")

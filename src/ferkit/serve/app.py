@@ -13,7 +13,10 @@ is ``serve.workers``: each request runs in a worker thread or process, so the ev
 
 from __future__ import annotations
 
+import dataclasses
+import html
 import json
+import socket
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,9 +26,10 @@ from fastapi import FastAPI, File, Request, UploadFile, WebSocket, WebSocketDisc
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
+from markdown_it import MarkdownIt
 from pydantic import BaseModel
 
 from ferkit import __version__
@@ -289,9 +293,43 @@ def create_app(config: ServiceConfig | None = None, processes: int = 0) -> FastA
     async def model_card() -> PlainTextResponse:
         return PlainTextResponse(MODEL_CARD.read_text(), media_type="text/markdown; charset=utf-8")
 
+    @app.get("/card", include_in_schema=False)
+    async def model_card_page() -> HTMLResponse:  # the card as the page's link shows it: rendered, not raw Markdown
+        return HTMLResponse(card_page(MODEL_CARD.read_text()))
+
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(WEB_DIR / "index.html")
 
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     return app
+
+
+def card_page(markdown: str) -> str:
+    """The model card as an HTML page in the service's style (tables as GitHub shows them)."""
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
+    title = html.escape(markdown.lstrip("# ").splitlines()[0] if markdown.strip() else "Model card")
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f'<link rel="stylesheet" href="/static/style.css"></head><body class="card">{body}</body></html>')
+
+
+def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = 8000, processes: int = 1) -> None:
+    """Serve the application on ``host:port`` until stopped (Ctrl-C or SIGTERM).
+
+    The port is bound before the model loads or anything is printed, so that a busy port is one
+    error naming it (a ``ValueError``), never "serving on" and then a failure. A ``host`` that names
+    one address is added to the allowed host names.
+    """
+    import uvicorn
+
+    if host not in ("0.0.0.0", "::", "") and host not in config.allowed_hosts:
+        config = dataclasses.replace(config, allowed_hosts=(*config.allowed_hosts, host))
+    try:
+        sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as e:
+        raise ValueError(f"--host {host} --port {port}: cannot listen there ({e.strerror or e}); choose another "
+                         "--port, or stop what is using it") from None
+    app = create_app(config, processes=processes)
+    print(f"ferkit serving on http://{host}:{port}/ (API docs at /docs), {processes} worker(s)", flush=True)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ferkit.defaults import DEFAULT_DETECTOR, DEFAULT_TTA
+from ferkit.defaults import DEFAULT_DETECTOR, DEFAULT_TTA, MIN_CONFIDENCE
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
@@ -46,7 +46,7 @@ class ServiceConfig:
     model: str | None = None
     device: str = "auto"
     backend: str = "auto"
-    min_confidence: float = 0.0
+    min_confidence: float = MIN_CONFIDENCE
     tta: str = DEFAULT_TTA
     detector: str = DEFAULT_DETECTOR
     max_side: int = 0

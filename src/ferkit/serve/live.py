@@ -26,7 +26,7 @@ from ferkit.infer.detection import Detection, FaceDetector, create_detector
 from ferkit.infer.pipeline import FacePipeline
 from ferkit.infer.predictor import EmotionPredictor
 from ferkit.serve.config import ServiceConfig, host_refusal
-from ferkit.serve.workers import RequestError, WorkerProcesses, decode_image, detect_in_worker
+from ferkit.serve.workers import RequestError, WorkerProcesses, decode_image, detect_in_worker, make_predictor
 
 
 class RemoteDetector(FaceDetector):
@@ -77,9 +77,7 @@ class LiveSessions:
             if len(self.open) >= self.config.max_live_sessions:
                 return None
             if self._predictor is None:
-                self._predictor = EmotionPredictor(self.config.model, self.config.device, backend=self.config.backend,
-                                                   threads=self.config.threads,
-                                                   min_confidence=self.config.min_confidence, tta=self.config.tta)
+                self._predictor = make_predictor(self.config)
             local = create_detector(self.config.detector)
             detector = local if self.workers is None else RemoteDetector(self.workers, local)
             session_id = next(self._ids)

@@ -22,8 +22,8 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from ferkit.data import EMOTIONS_7, class_mapping
-from ferkit.infer.backends import bundled
 from ferkit.infer.detection import Detection, create_detector
+from ferkit.infer.models import bundled
 from ferkit.infer.pipeline import FacePipeline
 from ferkit.infer.predictor import EmotionPredictor, ImageError
 from ferkit.infer.predictor import decode_image as decode_file_bytes
@@ -53,6 +53,13 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> np.ndarray:
         raise RequestError(STATUS_OF[e.reason], str(e)) from None
 
 
+def make_predictor(config: ServiceConfig) -> EmotionPredictor:
+    """The classifier a service's configuration describes: every pipeline of the service, for uploads
+    and for live sessions, is built on one made here."""
+    return EmotionPredictor(config.model, config.device, backend=config.backend, threads=config.threads,
+                            min_confidence=config.min_confidence, tta=config.tta)
+
+
 class PipelinePool:
     """A few pipelines sharing nothing, handed out one request at a time (detectors and sessions
     are not shared between threads)."""
@@ -61,9 +68,7 @@ class PipelinePool:
         self.config = config
         self.free: queue.Queue[FacePipeline] = queue.Queue()
         for _ in range(max(1, config.pipelines)):
-            predictor = EmotionPredictor(config.model, config.device, backend=config.backend, threads=config.threads,
-                                         min_confidence=config.min_confidence, tta=config.tta)
-            self.free.put(FacePipeline(predictor, create_detector(config.detector)))
+            self.free.put(FacePipeline(make_predictor(config), create_detector(config.detector)))
         self.sample = self.free.queue[0]
 
     @contextmanager

@@ -16,15 +16,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ferkit.train.config import TrainConfig
+
+SEED = TrainConfig()  # the seed recipe: its geometric augmentation is these functions' default
 
 def random_affine(
     n: int,
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
-    flip: float = 0.5,
-    rotation: float = 10.0,
-    min_crop: float = 0.9,
-    shift: float = 0.0,
+    flip: float = SEED.flip,
+    rotation: float = SEED.rotation,
+    min_crop: float = SEED.min_crop,
+    shift: float = SEED.shift,
 ) -> torch.Tensor:
     """``n`` random (2, 3) matrices mapping output to input coordinates in [-1, 1].
 
@@ -49,10 +52,10 @@ def random_affine(
 def augment_batch(
     images: torch.Tensor,
     generator: torch.Generator | None = None,
-    flip: float = 0.5,
-    rotation: float = 10.0,
-    min_crop: float = 0.9,
-    shift: float = 0.0,
+    flip: float = SEED.flip,
+    rotation: float = SEED.rotation,
+    min_crop: float = SEED.min_crop,
+    shift: float = SEED.shift,
 ) -> torch.Tensor:
     """Flip, rotate, crop and shift a float batch (B, C, H, W) in one resample; pixels brought in
     from outside the image are 0."""
@@ -173,7 +176,8 @@ def mix_batch(
 
 
 def augment_sample(
-    image: torch.Tensor, flip: float = 0.5, rotation: float = 10.0, min_crop: float = 0.9, shift: float = 0.0
+    image: torch.Tensor, flip: float = SEED.flip, rotation: float = SEED.rotation, min_crop: float = SEED.min_crop,
+    shift: float = SEED.shift,
 ) -> torch.Tensor:
     """The geometric augmentation for one (C, H, W) image, for per-sample ``Dataset`` pipelines
     (random numbers from the global generator, which DataLoader seeds per worker)."""

@@ -166,6 +166,18 @@ def write_record(out: Path, model: Path, arrays: Fer2013Arrays, ckpt: dict | Non
     return out / RECORD_FILE
 
 
+def describe_teacher(out: str | os.PathLike) -> str:
+    """A teacher folder in a few lines: its size, model, views and scores (what ``ferkit teach`` prints)."""
+    out = Path(out)
+    record = json.loads((out / RECORD_FILE).read_text())
+    size = (out / LOGITS_FILE).stat().st_size / 2**20
+    lines = [f"wrote {out} ({size:.1f} MiB): the logits of {record['model']} for every FER2013 image under "
+             f"{record['views']} views"]
+    lines += [f"  {views} views: " + ", ".join(f"{k} {v:.2%}" for k, v in scores.items())
+              for views, scores in record["scores"].items()]
+    return "\n".join(lines)
+
+
 def machine() -> str:
     """This machine in a few words: architecture, cores and CPU model."""
     try:
