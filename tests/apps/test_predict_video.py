@@ -110,7 +110,7 @@ def test_video_with_no_faces_and_a_stop(tmp_path, random_checkpoint):
     pipeline = FacePipeline(EmotionPredictor(random_checkpoint, device="cpu"))
     result = process_video(video, pipeline, timeline_csv=tmp_path / "t.csv", plot=tmp_path / "p.png", max_frames=4,
                            progress=False)
-    assert result.frames == 4 and result.timeline == {}
+    assert result.frames == 4 and len(result.timeline) == 0
     assert (tmp_path / "t.csv").read_text().startswith("frame,time,track") and (tmp_path / "p.png").is_file()
 
 
@@ -196,8 +196,9 @@ def test_sigterm_finishes_the_video_and_a_cut_short_file_is_reported(tmp_path, f
 
     clip = _write_video(tmp_path / "long.avi", [np.roll(face_image, i, axis=1) for i in range(300)])
     out = tmp_path / "annotated.mp4"
+    table = tmp_path / "timeline.csv"
     run = subprocess.Popen([sys.executable, "-m", "ferkit", "video", str(clip), "--out", str(out), "--quiet",
-                            "--model", str(random_checkpoint)], stderr=subprocess.PIPE, text=True)
+                            "--csv", str(table), "--model", str(random_checkpoint)], stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (out.exists() and out.stat().st_size > 0) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -207,6 +208,11 @@ def test_sigterm_finishes_the_video_and_a_cut_short_file_is_reported(tmp_path, f
     assert run.returncode == 130 and "interrupted after" in err and "Traceback" not in err
     capture = cv2.VideoCapture(str(out))  # an mp4 is playable only if it was closed properly
     assert capture.isOpened() and capture.read()[0]
+    played = 1 + sum(1 for _ in iter(lambda: capture.read()[0], False))
+    done = int(err.split("interrupted after ")[1].split()[0])
+    with open(table) as f:  # the timeline ends on the video's last frame: a stop never splits a frame
+        frames = {int(row["frame"]) for row in csv.DictReader(f)}
+    assert played == done and max(frames) == done - 1 and frames <= set(range(done))
 
     cut = tmp_path / "cut.avi"
     cut.write_bytes(clip.read_bytes()[: clip.stat().st_size * 2 // 5])  # the header still says 300 frames

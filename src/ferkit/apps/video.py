@@ -4,7 +4,9 @@
 
 The timeline CSV has one row per face per frame: ``frame,time,track,x,y,w,h,emotion,<class>...``
 (smoothed probabilities). It is flushed as frames are done, and the annotated video is closed
-properly even when the run stops early, so an interrupted run keeps what it wrote.
+properly even when the run stops early: Ctrl-C or SIGTERM stops it between two frames, so the video
+and the timeline hold the same frames. The tracks' series are kept compactly (:class:`Timeline`,
+about 30 bytes a face a frame), so hours of video do not grow memory that matters.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import json
 import signal
 import threading
 import time
-from collections import defaultdict
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,36 @@ from ferkit.infer.pipeline import FacePipeline
 MIN_PLOTTED_SECONDS = 1.0  # tracks seen for less time are counted, not drawn, in the timeline plot
 
 
+class Timeline:
+    """Each track's (time, probabilities) series, stored as flat float arrays rather than a Python
+    object per face and frame. Reads as a mapping of track id to a list of ``(time, probabilities)``."""
+
+    def __init__(self, num_classes: int = 0) -> None:
+        self.num_classes = num_classes
+        self._times: dict[int, array] = {}
+        self._probs: dict[int, array] = {}
+
+    def add(self, track: int, time_s: float, probabilities: np.ndarray) -> None:
+        if track not in self._times:
+            self._times[track], self._probs[track] = array("d"), array("f")
+        self._times[track].append(time_s)
+        self._probs[track].extend(np.asarray(probabilities, np.float32))
+        self.num_classes = self.num_classes or len(probabilities)
+
+    def __len__(self) -> int:
+        return len(self._times)
+
+    def __iter__(self):
+        return iter(self._times)
+
+    def __contains__(self, track: object) -> bool:
+        return track in self._times
+
+    def __getitem__(self, track: int) -> list[tuple[float, np.ndarray]]:
+        probs = np.frombuffer(self._probs[track], np.float32).reshape(-1, self.num_classes)
+        return list(zip(self._times[track], probs, strict=True))
+
+
 @dataclass
 class VideoResult:
     """What a run produced: frame count, speed, and each track's (time, probabilities) series."""
@@ -38,7 +70,7 @@ class VideoResult:
     interrupted: bool = False  # stopped by Ctrl-C or SIGTERM; what was written is complete and playable
     seconds: float = 0.0
     fps: float = 0.0  # frames processed per second of wall-clock time
-    timeline: dict[int, list[tuple[float, np.ndarray]]] = field(default_factory=lambda: defaultdict(list))
+    timeline: Timeline = field(default_factory=Timeline)
 
 
 def process_video(
@@ -60,9 +92,12 @@ def process_video(
     capture, fps, total = open_video(str(source))
     started = time.perf_counter()
     result = VideoResult(expected=total)
-    # SIGTERM (a service manager, `kill`) stops the run as Ctrl-C does, so the files below are closed properly.
+    # Ctrl-C and SIGTERM (a service manager, `kill`) ask the loop to stop after the frame in hand, so that every
+    # file below ends on the same frame and is closed properly.
+    stop = threading.Event()
     on_main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers can be set
-    previous = signal.signal(signal.SIGTERM, _interrupt) if on_main_thread else None
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)} \
+        if on_main_thread else {}
     writer = table = None
     meter = FpsMeter()
     pipeline.reset()
@@ -74,13 +109,16 @@ def process_video(
             rows = csv.writer(table)
             rows.writerow(["frame", "time", "track", "x", "y", "w", "h", "emotion", *pipeline.class_names])
         while not max_frames or result.frames < max_frames:
+            if stop.is_set():
+                result.interrupted = True
+                break
             ok, frame = capture.read()
             if not ok or frame is None:
                 break
             faces = pipeline.process(frame)
             time_s = result.frames / fps
             for face in faces:
-                result.timeline[face.track_id].append((time_s, face.scores))
+                result.timeline.add(face.track_id, time_s, face.scores)
                 if table:
                     rows.writerow([result.frames, f"{time_s:.3f}", face.track_id, *face.box, face.emotion,
                                    *(f"{p:.5f}" for p in face.scores)])
@@ -97,8 +135,8 @@ def process_video(
     except KeyboardInterrupt:
         result.interrupted = True
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         bar.close()
         capture.release()
         if writer is not None:
@@ -116,10 +154,6 @@ def process_video(
         Path(summary).write_text(json.dumps(track_summary(result.timeline, pipeline.class_names, 1 / fps),
                                             indent=1) + "\n")
     return result
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 def track_summary(timeline: dict[int, list[tuple[float, np.ndarray]]], class_names: Sequence[str],
