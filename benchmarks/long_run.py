@@ -1,7 +1,8 @@
 """Hours, not minutes: resident memory and speed of the long-running entry points over a long run.
 
-    python benchmarks/long_run.py detector --calls 100000          # YuNet alone, ferkit's way
-    python benchmarks/long_run.py detector --calls 20000 --binding wheel   # the yuface wheel's own binding
+    python benchmarks/long_run.py detector --calls 100000 --size 160x120    # YuNet alone, ferkit's way
+    python benchmarks/long_run.py detector --calls 20000 --binding wheel    # the yuface wheel's own binding
+    python benchmarks/long_run.py detector --calls 2000 --binding both      # the two, call by call: speed
     python benchmarks/long_run.py video --minutes 30               # ferkit video: 30 min at 30 fps, H.264 + CSV
     python benchmarks/long_run.py webcam --frames 50000            # ferkit webcam's loop (headless: printed)
     python benchmarks/long_run.py live --frames 20000              # one live WebSocket session's work
@@ -91,19 +92,25 @@ class LoopedCapture:
         pass
 
 
-def run_detector(calls: int, recorder: Recorder, binding: str) -> None:
-    from ferkit.infer.detection import YuNetDetector
+def run_detector(calls: int, recorder: Recorder, binding: str, size: tuple[int, int]) -> dict[str, float]:
+    """``calls`` detections; with ``both``, the two bindings alternate on the same frames, and the
+    median milliseconds a call of each is returned."""
+    import yuface
 
-    frames = clip()
-    if binding == "wheel":
-        import yuface
+    from ferkit.infer.detection import LibFaceDetection
 
-        detect = yuface.c_detect
-    else:
-        detect = YuNetDetector()._detect_raw
+    frames = clip(size=size)
+    ours = LibFaceDetection()
+    order = {"wheel": [yuface.c_detect], "ferkit": [ours], "both": [ours, yuface.c_detect]}[binding]
+    times: list[list[float]] = [[] for _ in order]
     for i in range(calls):
-        detect(frames[i % len(frames)])
+        k = i % len(order)
+        start = time.perf_counter()
+        order[k](frames[(i // len(order)) % len(frames)])
+        times[k].append(time.perf_counter() - start)
         recorder.tick()
+    names = {"wheel": ["wheel"], "ferkit": ["ferkit"], "both": ["ferkit", "wheel"]}[binding]
+    return {f"{name}_ms_median": round(1000 * float(np.median(ts)), 3) for name, ts in zip(names, times, strict=True)}
 
 
 def pipeline_of(args):
@@ -178,8 +185,11 @@ def main() -> None:
     parser.add_argument("--frames", type=int, help="webcam, live: frames (default: 54,000 / 20,000; --quick "
                         "3,000 / 1,500)")
     parser.add_argument("--quick", action="store_true", help="short defaults")
-    parser.add_argument("--binding", choices=("ferkit", "wheel"), default="ferkit",
-                        help="detector: ferkit's call of libfacedetection, or the yuface wheel's binding")
+    parser.add_argument("--binding", choices=("ferkit", "wheel", "both"), default="ferkit",
+                        help="detector: ferkit's call of libfacedetection, the yuface wheel's binding, or both "
+                        "alternating (for speed side by side)")
+    parser.add_argument("--size", default="640x480", help="detector: frame size (the leak it looks for was the same "
+                        "per call at any size; default: 640x480)")
     parser.add_argument("--model", default="fast")
     parser.add_argument("--every", type=int, help="sample every N calls or frames (default: a hundredth of the run)")
     parser.add_argument("--baseline", type=int, default=1000, help="growth is measured from this sample on")
@@ -194,8 +204,9 @@ def main() -> None:
     else:
         count, unit = args.frames or defaults[args.entry], "frames"
     recorder = Recorder(args.every or max(1, count // 100))
+    per_call = {}
     if args.entry == "detector":
-        run_detector(count, recorder, args.binding)
+        per_call = run_detector(count, recorder, args.binding, tuple(map(int, args.size.split("x"))))
     else:
         {"video": run_video, "webcam": run_webcam, "live": run_live}[args.entry](count, recorder, args)
     samples = recorder.samples
@@ -203,7 +214,7 @@ def main() -> None:
     tenth = max(1, len(samples) // 10)
     start_speed = float(np.median([s["per_second"] for s in samples[:tenth]]))
     end_speed = float(np.median([s["per_second"] for s in samples[-tenth:]]))
-    what = f"{args.entry}" + (f" ({args.binding} binding)" if args.entry == "detector" else "")
+    what = f"{args.entry}" + (f" ({args.binding} binding, {args.size})" if args.entry == "detector" else "")
     record = {
         "command": "python benchmarks/long_run.py " + " ".join(sys.argv[1:]), "date": date.today().isoformat(),
         "machine": machine(), "entry": args.entry, "binding": args.binding if args.entry == "detector" else None,
@@ -211,11 +222,12 @@ def main() -> None:
         "growth_mib": round(samples[-1]["rss_mib"] - base["rss_mib"], 2),
         "speed_start": round(start_speed, 2), "speed_end": round(end_speed, 2),
         "speed_end_vs_start": round(end_speed / start_speed, 3), "samples": samples,
-        "title": f"{what}: {count:,} {unit}", "written_mib": getattr(args, "written_mib", None),
+        "title": f"{what}: {count:,} {unit}", "written_mib": getattr(args, "written_mib", None), **per_call,
     }
     print(f"{record['title']}: resident {base['rss_mib']:.1f} MiB after {base['count']:,} -> "
           f"{samples[-1]['rss_mib']:.1f} MiB at the end ({record['growth_mib']:+.1f} MiB); {unit} per second "
-          f"{start_speed:.1f} at the start, {end_speed:.1f} at the end ({record['speed_end_vs_start']:.2f}x)")
+          f"{start_speed:.1f} at the start, {end_speed:.1f} at the end ({record['speed_end_vs_start']:.2f}x)"
+          + "".join(f"; {k.removesuffix('_ms_median')} {v:.2f} ms a call (median)" for k, v in per_call.items()))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(record, indent=1) + "\n")

@@ -153,7 +153,7 @@ def create_app(config: ServiceConfig | None = None, processes: int = 0) -> FastA
     """The FastAPI application (``uvicorn`` serves it; tests call it through ``TestClient``).
 
     ``processes`` > 1 analyses images in that many worker processes, each with its own pipeline:
-    the YuNet wheel holds Python's lock while it detects, so threads alone would use one core.
+    decoding, cropping and tracking hold Python's lock, so threads alone would share one core.
     """
     config = config or ServiceConfig()
     workers = WorkerProcesses(config, processes) if processes > 1 else None

@@ -7,8 +7,8 @@ that faces keep their ids from frame to frame and their probabilities are smooth
                        "timing_ms", "model"}, or {"error": "what is wrong", "status": 4xx or 503}
                        for a frame it could not use (the session goes on)
 
-With worker processes, a session's face detection runs in them (the ``yuface`` detector keeps
-memory on every call; workers are recycled, the service's own process is not); following faces
+With worker processes, a session's face detection runs in them (they are recycled, bounding any
+native memory that grows; since 0.5 YuNet itself keeps none, ``benchmarks/long_run.py``); following faces
 between detections, classifying and smoothing run in the service's process, in a thread.
 """
 

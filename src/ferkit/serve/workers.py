@@ -99,8 +99,8 @@ _process_pool: PipelinePool | None = None  # the pipeline of a worker process
 class WorkerProcesses:
     """The worker processes that analyse uploads, supervised: a pool whose worker died (killed, or
     out of memory) is replaced by a fresh one, and each worker is replaced after
-    ``config.max_requests_per_worker`` requests, so that memory a native library leaks (the ``yuface``
-    wheel's detector keeps about 36 KB per call) cannot grow without bound.
+    ``config.max_requests_per_worker`` requests, so that memory a native library might leak cannot
+    grow without bound (the ``yuface`` wheel's binding kept 36 KiB a call; ferkit no longer calls it).
     """
 
     def __init__(self, config: ServiceConfig, processes: int) -> None:
