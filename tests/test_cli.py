@@ -116,3 +116,32 @@ def test_serve_on_a_busy_port_says_so_before_serving(capsys):
     captured = capsys.readouterr()
     assert "serving on" not in captured.out
     assert captured.err.startswith(f"error: --host 127.0.0.1 --port {port}: cannot listen there")
+
+
+def test_serve_stops_cleanly_on_sigterm(tmp_path):
+    """A service manager's SIGTERM ends `ferkit serve` with its worker processes, no traceback and no
+    'leaked semaphore objects' warning (uvicorn re-raised the signal past Python's clean-up)."""
+    pytest.importorskip("uvicorn")
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    run = subprocess.Popen([sys.executable, "-m", "ferkit", "serve", "--port", str(port), "--workers", "2"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=2) as answer:
+                if answer.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    run.send_signal(signal.SIGTERM)
+    out, err = run.communicate(timeout=60)
+    assert "serving on" in out
+    assert "leaked semaphore" not in err and "Traceback" not in err, err

@@ -16,7 +16,9 @@ from __future__ import annotations
 import dataclasses
 import html
 import json
+import signal
 import socket
+import threading
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -332,4 +334,17 @@ def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = 8000, proc
                          "--port, or stop what is using it") from None
     app = create_app(config, processes=processes)
     print(f"ferkit serving on http://{host}:{port}/ (API docs at /docs), {processes} worker(s)", flush=True)
-    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    # Once shut down, uvicorn raises again the signal that stopped it; with the default handler that kills the
+    # process before multiprocessing removes the workers' semaphores ("leaked semaphore objects"). Exiting through
+    # Python instead runs that clean-up.
+    previous = {s: signal.signal(s, _exit_on_signal) for s in (signal.SIGINT, signal.SIGTERM)} \
+        if threading.current_thread() is threading.main_thread() else {}
+    try:
+        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _exit_on_signal(signum: int, frame) -> None:
+    raise SystemExit(128 + signum)
