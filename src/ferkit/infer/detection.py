@@ -145,9 +145,10 @@ class LibFaceDetection:
 
     The wheel's Python binding (``yuface.c_detect``) allocates a 36 KiB result buffer on every call
     and never frees it: +36.0 KiB of resident memory a call, 3.9 GB an hour of video at 30
-    detections a second (``benchmarks/long_run.py detector --binding wheel``). Called this way, the same network on the
-    same pixels gives the same faces (``tests/infer/test_detection.py``) and memory stays flat; the
-    call also lets go of Python's lock while the network runs. Calls on one object are serialized.
+    detections a second (``benchmarks/long_run.py detector --binding wheel``). Called this way, the
+    same network on the same pixels gives the same faces (``tests/infer/test_detection.py``), as fast,
+    and memory stays flat; the call also lets go of Python's lock while the network runs. Calls on
+    one object are serialized.
     """
 
     LIBRARY = "libfacedetection.so.v0.0.3"  # the build whose result layout is read below (yuface 2023.5.1)
