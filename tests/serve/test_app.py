@@ -231,6 +231,7 @@ def test_a_killed_worker_is_replaced(random_checkpoint, face_jpeg):
         assert after["status"] == "ok" and after["workers"]["restarts"] == 1 and after["workers"]["alive"] == 2
 
 
+@pytest.mark.slow  # over 10 s on 2 cores: CI runs it (pytest -m 'slow or not slow')
 def test_workers_are_recycled_after_their_quota(random_checkpoint, face_jpeg):
     config = ServiceConfig(model=str(random_checkpoint), device="cpu", max_requests_per_worker=2, **LIMITS)
     app = create_app(config, processes=2)

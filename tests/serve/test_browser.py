@@ -84,6 +84,7 @@ def _launch(p, clip=None):
                              args=args + ([f"--use-file-for-fake-video-capture={clip}"] if clip else []))
 
 
+@pytest.mark.slow  # over 10 s on 2 cores: CI runs it (pytest -m 'slow or not slow')
 def test_live_face_keeps_its_id_and_its_label_steady(server_url, face_image, tmp_path):
     """A steady face on the fake camera for 12 s over the live WebSocket: one id throughout, and its
     label flips at most once per 5 seconds."""

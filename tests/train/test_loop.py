@@ -25,7 +25,9 @@ def _cfg(fer_csv, out, recipe="seed", **overrides):
     return resolve_config(recipe, **settings)
 
 
-@pytest.mark.parametrize("recipe", sorted(RECIPES))
+# the GPU recipes take 11-14 s each on 2 cores: slow, run by CI
+@pytest.mark.parametrize("recipe", [pytest.param(r, marks=pytest.mark.slow) if r in ("accurate", "best") else r
+                                    for r in sorted(RECIPES)])
 def test_every_recipe_runs_a_tiny_epoch(fer_csv, tmp_path, recipe):
     record = train(_cfg(fer_csv, tmp_path / recipe, recipe))
     assert record["config"]["recipe"] == recipe and 0 <= record["accuracy"] <= 1
@@ -33,6 +35,7 @@ def test_every_recipe_runs_a_tiny_epoch(fer_csv, tmp_path, recipe):
     assert record["config"]["precision"] == ("bf16" if ran_bf16 else "fp32")  # what ran, never "auto"
 
 
+@pytest.mark.slow  # over 10 s on 2 cores: CI runs it (pytest -m 'slow or not slow')
 def test_every_option_trains(fer_csv, tmp_path):
     options = dict(optimizer="sgd", lr=0.05, weight_decay=5e-4, schedule="cosine", warmup_epochs=0.5,
                    label_smoothing=0.1, class_weights=True, sampler="balanced", shift=0.1, erasing=0.5,
@@ -72,6 +75,7 @@ def test_checkpoint_chosen_with_val_tta_and_scored_with_tta(fer_csv, tmp_path, m
     assert calibrate_model(best, fer_csv, tmp_path / "one.pth", tta="none")[0] != pytest.approx(fitted, abs=2e-4)
 
 
+@pytest.mark.slow  # over 10 s on 2 cores: CI runs it (pytest -m 'slow or not slow')
 def test_resume_matches_an_uninterrupted_run(fer_csv, tmp_path, monkeypatch):
     options = dict(epochs=3, ema=0.9, mixup=0.2, erasing=0.3, schedule="cosine")
     train(_cfg(fer_csv, tmp_path / "whole", **options))
@@ -100,6 +104,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # over 10 s on 2 cores: CI runs it (pytest -m 'slow or not slow')
 def test_ddp_two_cpu_processes_stay_in_sync(fer_csv, tmp_path):
     """torchrun's environment, two gloo processes: each saves its final weights; they must agree."""
     script = tmp_path / "worker.py"
