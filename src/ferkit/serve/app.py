@@ -24,6 +24,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
+import uvicorn
 from fastapi import FastAPI, File, Request, UploadFile, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -323,8 +324,6 @@ def serve(config: ServiceConfig, host: str = "127.0.0.1", port: int = 8000, proc
     error naming it (a ``ValueError``), never "serving on" and then a failure. A ``host`` that names
     one address is added to the allowed host names.
     """
-    import uvicorn
-
     if host not in ("0.0.0.0", "::", "") and host not in config.allowed_hosts:
         config = dataclasses.replace(config, allowed_hosts=(*config.allowed_hosts, host))
     try:
