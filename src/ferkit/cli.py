@@ -57,6 +57,7 @@ def add_detector_options(parser: argparse.ArgumentParser, video: bool) -> None:
     group = parser.add_argument_group("faces")
     group.add_argument("--detector", choices=defaults.DETECTORS, default=defaults.DEFAULT_DETECTOR,
                        help=f"face detector (default: {defaults.DEFAULT_DETECTOR})")
+    add_align_option(group)
     if video:
         group.add_argument("--detect-every", type=int, default=defaults.DETECT_EVERY, help="run the detector every N "
                            f"frames and follow faces in between (default: {defaults.DETECT_EVERY})")
@@ -67,13 +68,19 @@ def add_detector_options(parser: argparse.ArgumentParser, video: bool) -> None:
                            f"{defaults.SMOOTHING})")
 
 
+def add_align_option(group) -> None:
+    group.add_argument("--no-align", dest="align", action="store_false",
+                       help="crop faces by their boxes alone (default: rotate each face upright and frame it by its "
+                       "eyes and mouth like FER2013's, where the detector gives landmarks)")
+
+
 def make_pipeline(args: argparse.Namespace):
     """The pipeline the model and face options describe."""
     from ferkit.infer.pipeline import FacePipeline
     from ferkit.infer.predictor import EmotionPredictor
 
     predictor = EmotionPredictor(args.model, device=args.device, backend=args.backend,
-                                 min_confidence=args.min_confidence, tta=args.tta)
+                                 min_confidence=args.min_confidence, tta=args.tta, align=args.align)
     if not hasattr(args, "detect_every"):
         return FacePipeline(predictor, args.detector)
     return FacePipeline(predictor, args.detector, args.detect_every, args.detect_scale, args.smoothing)
@@ -131,6 +138,7 @@ def evaluate_parser(p: argparse.ArgumentParser) -> None:
                    "(default: detect faces and score each image's largest)")
     p.add_argument("--detector", choices=defaults.DETECTORS, default=defaults.DEFAULT_DETECTOR,
                    help=f"face detector for --folder without --cropped (default: {defaults.DEFAULT_DETECTOR})")
+    add_align_option(p)
     p.add_argument("--out", help="folder for confusion_matrix.png, classification_report.txt, metrics.json")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda...")
     p.add_argument("--skip-bad-rows", action="store_true", help="drop malformed CSV rows instead of stopping")
@@ -152,7 +160,7 @@ def evaluate_run(args: argparse.Namespace) -> int:
         from ferkit.infer.predictor import EmotionPredictor
 
         predictor = EmotionPredictor(model, device=args.device, backend=args.backend,
-                                     tta=args.tta or defaults.DEFAULT_TTA)
+                                     tta=args.tta or defaults.DEFAULT_TTA, align=args.align)
         record = evaluate_folder(predictor, args.folder, args.cropped, args.detector, progress=progress)
         title = f"{model} on {args.folder} ({'crops' if args.cropped else record['detector']}, {predictor.backend})"
         print(format_report(record, title))
@@ -285,6 +293,7 @@ def serve_parser(p: argparse.ArgumentParser) -> None:
     add_model_options(p)
     p.add_argument("--detector", choices=defaults.DETECTORS, default=SERVICE.detector,
                    help=f"face detector (default: {SERVICE.detector})")
+    add_align_option(p)
     p.add_argument("--max-side", type=int, default=SERVICE.max_side,
                    help="shrink larger images to this longer side for detection; 0: full size, as every "
                         f"entry point (default: {SERVICE.max_side})")
@@ -313,7 +322,8 @@ def serve_run(args: argparse.Namespace) -> int:
         raise ImportError(f"ferkit serve needs the serve extra ({e}): pip install 'ferkit[serve]'") from None
     config = ServiceConfig(model=args.model, device=args.device, backend=args.backend,
                            min_confidence=args.min_confidence, tta=args.tta, detector=args.detector,
-                           allowed_hosts=tuple(args.allowed_hosts), cors_origins=tuple(args.cors_origin),
+                           align=args.align, allowed_hosts=tuple(args.allowed_hosts),
+                           cors_origins=tuple(args.cors_origin),
                            max_requests_per_worker=args.max_requests_per_worker,
                            max_side=args.max_side, max_upload_bytes=int(args.max_upload_mb * 2**20),
                            max_batch=args.max_batch, max_pixels=args.max_pixels)

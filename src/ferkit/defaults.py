@@ -14,6 +14,11 @@ LABEL_SETS = ("fer2013", "ferplus")
 OUTPUT_FORMATS = ("csv", "jsonl")  # what ferkit predict writes: a row per face, or a JSON object per face
 UNCERTAIN = "uncertain"  # the label of a face below EmotionPredictor's min_confidence
 MIN_CONFIDENCE = 0.0  # EmotionPredictor's, every command's and the service's: no face is ever labelled uncertain
+# Faces with landmarks (YuNet's) rotated upright and framed by eyes and mouth like FER2013's (ferkit.infer.align), in
+# every entry point. Against box crops, for the fast model (benchmarks/align.py, reports/inference/align): balanced
+# accuracy on muxspace-dev 62.7% (61.8%), on ckplus-dev 82.4% (80.0%), FER2013 PublicTest enlarged 70.2% (69.8%); a
+# face of shared/photos keeps its class when the photo turns 15 degrees 89% of the time (87%).
+ALIGN = True
 # How videos, webcams and live sessions schedule the detector: every 3rd frame, on a copy shrunk to half, with faces
 # followed in between, kept 99-100% of the faces that full-size detection on every frame finds, at three to six times
 # its frame rate (benchmarks/inference_speed.py); each face's probabilities are an EMA over 5 frames.

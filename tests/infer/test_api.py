@@ -125,11 +125,16 @@ def test_one_decoding_policy_refuses_truncated_files(tmp_path, face_image, rando
 
 
 def test_the_original_api_gives_a_detected_face_its_own_probabilities():
-    """``predict_emotion_from_frame(image, face.box)`` crops the box as ``predict`` did (the default
-    detector's margin), so the two APIs agree on the same face."""
-    predictor = EmotionPredictor()
+    """``predict_emotion_from_frame(image, face.box, face.landmarks)`` frames the face as ``predict``
+    did (aligned), and ``(image, face.box)`` crops the box as a predictor that does not align does
+    (the default detector's margin), so the two APIs agree on the same face."""
     image = cv2.imread(str(EXAMPLES_DIR / "obama.jpg"))
-    face = predictor.predict(image)[0]
-    emotion, index, probabilities = predictor.predict_emotion_from_frame(image, face.box)
-    assert (emotion, index) == (face.emotion, face.index)
-    np.testing.assert_allclose(probabilities, face.scores, atol=1e-6)
+    for align in (True, False):
+        predictor = EmotionPredictor(align=align)
+        face = predictor.predict(image)[0]
+        emotion, index, probabilities = predictor.predict_emotion_from_frame(image, face.box, face.landmarks)
+        assert (emotion, index) == (face.emotion, face.index)
+        np.testing.assert_allclose(probabilities, face.scores, atol=1e-6)
+        if not align:
+            np.testing.assert_allclose(predictor.predict_emotion_from_frame(image, face.box)[2], face.scores,
+                                       atol=1e-6)

@@ -71,8 +71,7 @@ def test_the_map_moves_with_the_face(trained, method):
         (e,) = trained.explain(scene, method)
         weights = e.heatmap / e.heatmap.sum()
         ys, xs = np.mgrid[0:48, 0:48] + 0.5
-        scale = e.crop[2] / 48
-        centres.append((e.crop[0] + (xs * weights).sum() * scale, e.crop[1] + (ys * weights).sum() * scale))
+        centres.append(e.to_frame((xs * weights).sum(), (ys * weights).sum()))
     moved = np.subtract(centres[1], centres[0])
     assert np.abs(moved - (260, 120)).max() < 24  # a tenth of the face's height
 

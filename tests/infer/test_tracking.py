@@ -61,7 +61,7 @@ class StubPredictor:
     def __init__(self):
         self.calls = 0
 
-    def predict_faces(self, frame, boxes, margin=None):
+    def predict_faces(self, frame, boxes, margin=None, landmarks=None):
         self.calls += 1
         p = np.array([0.8, 0.2]) if self.calls % 2 else np.array([0.2, 0.8])
         return [(self.label(p), int(p.argmax()), p) for _ in boxes]

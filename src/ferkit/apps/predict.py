@@ -145,9 +145,9 @@ def show_images(paths: Sequence[str | Path], pipeline: FacePipeline, out: str | 
             print("  " + line)
         if explain:
             for e in explanations:
-                y, x = (np.array(np.unravel_index(int(e.heatmap.argmax()), e.heatmap.shape)) + 0.5) * e.crop[2] / 48
-                print(f"  face {e.face.track_id}: {e.method} map strongest at x={e.crop[0] + x:.0f}, "
-                      f"y={e.crop[1] + y:.0f}")
+                y, x = np.unravel_index(int(e.heatmap.argmax()), e.heatmap.shape)
+                fx, fy = e.to_frame(x + 0.5, y + 0.5)
+                print(f"  face {e.face.track_id}: {e.method} map strongest at x={fx:.0f}, y={fy:.0f}")
         target = targets[path]
         target.parent.mkdir(parents=True, exist_ok=True)
         if not cv2.imwrite(str(target), drawn):

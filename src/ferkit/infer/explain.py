@@ -36,13 +36,27 @@ OCCLUSION_PATCH, OCCLUSION_STRIDE = 12, 4  # a quarter of the face a side, moved
 @dataclass(frozen=True)
 class Explanation:
     """One face's explanation: the face (its prediction), the heat map (48x48, in [0, 1]) over the
-    square ``crop`` of the frame the network saw (x, y, side, side, in frame pixels; it may reach past
-    the frame's edge), and the method that made it."""
+    48x48 face the network saw, ``transform`` (2x3: frame pixels to that face's pixels, a box crop's
+    scale and shift or an alignment's rotation too) and the method that made it."""
 
     face: object  # ferkit.infer.predictor.Face
     heatmap: np.ndarray
-    crop: Box
+    transform: np.ndarray
     method: str
+
+    def to_frame(self, x: float, y: float) -> tuple[float, float]:
+        """The frame position of the point (x, y) of the 48x48 face."""
+        inverse = cv2.invertAffineTransform(self.transform)
+        fx, fy = inverse @ np.array([x, y, 1.0])
+        return float(fx), float(fy)
+
+    @property
+    def crop(self) -> Box:
+        """The square of the frame (x, y, side, side) that holds the face the network saw."""
+        corners = np.array([self.to_frame(x, y) for x in (0, IMAGE_SIZE) for y in (0, IMAGE_SIZE)])
+        (x0, y0), (x1, y1) = corners.min(0), corners.max(0)
+        side = int(round(max(x1 - x0, y1 - y0)))
+        return int(round(x0)), int(round(y0)), side, side
 
 
 def _normalise(maps: np.ndarray) -> np.ndarray:
@@ -103,14 +117,19 @@ def draw_explanations(image: np.ndarray, explanations: list[Explanation], alpha:
     out = to_bgr(image).copy()
     height, width = out.shape[:2]
     for e in explanations:
-        x, y, side, _ = e.crop
-        x0, y0, x1, y1 = max(0, x), max(0, y), min(width, x + side), min(height, y + side)
-        if x1 <= x0 or y1 <= y0:
+        # the map carried back through the face's transform: over the frame pixels the network saw
+        heat = cv2.warpAffine(e.heatmap, e.transform, (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+        inside = cv2.warpAffine(np.ones_like(e.heatmap), e.transform, (width, height),
+                                flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP) > 0
+        if not inside.any():
             continue
-        heat = cv2.resize(e.heatmap, (side, side), interpolation=cv2.INTER_LINEAR)[y0 - y : y1 - y, x0 - x : x1 - x]
         colored = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET)
-        out[y0:y1, x0:x1] = cv2.addWeighted(out[y0:y1, x0:x1], 1 - alpha, colored, alpha, 0)
-        cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), (255, 255, 255), 1)
+        out[inside] = cv2.addWeighted(out, 1 - alpha, colored, alpha, 0)[inside]
+        outline = np.array([e.to_frame(x, y) for x, y in ((0, 0), (IMAGE_SIZE, 0), (IMAGE_SIZE, IMAGE_SIZE),
+                                                          (0, IMAGE_SIZE))]).round().astype(np.int32)
+        cv2.polylines(out, [outline], True, (255, 255, 255), 1)
+        x0, y0 = outline.min(0)
         label = f"{e.face.emotion} {e.face.confidence:.0%} ({e.method})"
-        cv2.putText(out, label, (x0, max(12, y0 - 5)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(out, label, (max(0, int(x0)), max(12, int(y0) - 5)), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                    (255, 255, 255), 1, cv2.LINE_AA)
     return out

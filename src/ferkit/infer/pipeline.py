@@ -75,7 +75,8 @@ class FacePipeline:
             self.tracker.end_tracks()
             self._visible = []
         if cut or self.frame_index % self.detect_every == 0 or not self.tracker.tracks:
-            found, missing = self.tracker.update(self.detector(frame, self.detect_scale))
+            detections = self.detector.detect(frame, self.detect_scale)
+            found, missing = self.tracker.update([d.box for d in detections], [d.landmarks for d in detections])
             for track in found:
                 anchor(gray, track)
             # A face the detector missed this once stays on screen if its patch is still there.
@@ -84,13 +85,14 @@ class FacePipeline:
             visible = [t for t in self._visible if follow(gray, t)]
         self._visible = visible
         self.frame_index += 1
-        raw = self.predictor.predict_faces(gray, [t.box for t in visible], self.detector.margin)
+        raw = self.predictor.predict_faces(gray, [t.box for t in visible], self.detector.margin,
+                                           [t.landmarks for t in visible])
         faces = []
         for track, (_, _, probabilities) in zip(visible, raw, strict=True):
             remember(gray, track)
             smoothed = self.tracker.smooth(track, probabilities)
             faces.append(Face(track.box, self.predictor.label(smoothed), int(smoothed.argmax()), smoothed,
-                              self.class_names, track.track_id))
+                              self.class_names, track.track_id, landmarks=track.landmarks))
         return faces
 
     def process_image(self, image: np.ndarray, max_side: int | None = None) -> list[Face]:

@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 from ferkit.data import IMAGE_SIZE
-from ferkit.defaults import DEFAULT_TTA, MIN_CONFIDENCE, TTA_MODES, UNCERTAIN, UNSUPPORTED_IMAGE_SUFFIXES
+from ferkit.defaults import ALIGN, DEFAULT_TTA, MIN_CONFIDENCE, TTA_MODES, UNCERTAIN, UNSUPPORTED_IMAGE_SUFFIXES
 from ferkit.device import resolve_device
+from ferkit.infer.align import alignment, warp_face
 from ferkit.infer.backends import BACKENDS, TorchClassifier, load_classifier
 from ferkit.infer.detection import (
     DEFAULT_DETECTOR,
@@ -53,7 +54,7 @@ class Face:
 
     ``scores`` holds the class probabilities in ``class_names`` order; ``probabilities`` is the same
     as a dict. ``detection_score`` and ``landmarks`` (eyes, nose tip, mouth corners) come from the
-    detector where it gives them (YuNet; not Haar, and not faces followed between detections).
+    detector where it gives them (YuNet, not Haar; between detections, a face's last ones moved with its box).
     """
 
     box: Box
@@ -209,6 +210,13 @@ def crop_square(box: Box, margin: float, shape: tuple[int, ...]) -> Box:
     return x0, y0, side, side
 
 
+def box_matrix(box: Box, margin: float, shape: tuple[int, ...]) -> np.ndarray:
+    """The frame-to-48x48 matrix (2x3) of the square :func:`crop_face` cuts for ``box``."""
+    x0, y0, side, _ = crop_square(box, margin, shape)
+    scale = IMAGE_SIZE / side
+    return np.array([[scale, 0.0, -x0 * scale], [0.0, scale, -y0 * scale]])
+
+
 def resize_face(face: np.ndarray) -> np.ndarray:
     """A grayscale face of any size as 48x48 uint8."""
     face = to_gray(face)
@@ -227,8 +235,9 @@ class EmotionPredictor:
     ``device``: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ...
     ``backend``: ``"auto"`` (ONNX Runtime on the CPU when installed), ``"torch"`` or ``"onnx"``.
     ``margin``: the crop margin for boxes passed in (default: the one that suits the default
-    detector's boxes, so that ``predict_emotion_from_frame(image, face.box)`` gives ``face``'s own
-    probabilities; ``HaarDetector.margin`` for boxes from a Haar cascade).
+    detector's boxes, so that ``predict_emotion_from_frame(image, face.box, face.landmarks)`` gives
+    ``face``'s own probabilities, and so does ``(image, face.box)`` with ``align=False``;
+    ``HaarDetector.margin`` for boxes from a Haar cascade).
     ``threads``: ONNX Runtime's threads (default: one per core).
     ``min_confidence``: faces whose top probability is below it are labelled ``"uncertain"`` (their
     probabilities and ``index``, the most probable class, unchanged); 0 (the default) never abstains.
@@ -237,6 +246,9 @@ class EmotionPredictor:
     points of FER2013 accuracy for the ``fast`` model), ``"none"`` (one view) or more: ``"tencrop_full"``
     (12 views) adds 0.1-1.4 points more for about 1.15x a photo's time (``docs/inference.md``).
     ``docs/MODEL_CARD.md`` gives each bundled model's accuracy at several thresholds.
+    ``align``: faces whose detector gives landmarks (YuNet's) are rotated upright and framed by their
+    eyes and mouth the way FER2013's are (:mod:`ferkit.infer.align`; ``defaults.ALIGN`` says what it
+    gained); False crops every face by its box alone. Boxes passed without landmarks are box crops.
 
     Probabilities are calibrated: the logits are divided by the model's fitted temperature
     (:mod:`ferkit.calibration`) before the softmax.
@@ -245,13 +257,13 @@ class EmotionPredictor:
     def __init__(
         self, model: str | os.PathLike | None = None, device: str = "auto", margin: float | None = None,
         backend: str = "auto", threads: int | None = None, *, checkpoint: str | os.PathLike | None = None,
-        min_confidence: float = MIN_CONFIDENCE, tta: str = DEFAULT_TTA,
+        min_confidence: float = MIN_CONFIDENCE, tta: str = DEFAULT_TTA, align: bool = ALIGN,
     ) -> None:
         if not 0 <= min_confidence <= 1:
             raise ValueError(f"min_confidence must be between 0 and 1, got {min_confidence}")
         if tta not in TTA_MODES:
             raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
-        self.tta = tta
+        self.tta, self.align = tta, bool(align)
         self.min_confidence = float(min_confidence)
         self.checkpoint_path = resolve_model(checkpoint if model is None else model)
         self.device = resolve_device(device)
@@ -275,13 +287,28 @@ class EmotionPredictor:
         logits = self.classifier.logits(views).astype(np.float32).reshape(-1, len(batch), len(self.class_names))
         return average_views(logits, self.classifier.temperature)
 
+    def crop(self, gray: np.ndarray, box: Box, landmarks=None, margin: float | None = None) -> np.ndarray:
+        """The 48x48 face the network sees for ``box`` in a grayscale frame: aligned by its landmarks
+        where this predictor aligns and they are given, else cropped by the box with ``margin``."""
+        matrix = alignment(landmarks) if self.align else None
+        if matrix is None:
+            return crop_face(gray, box, self.margin if margin is None else margin)
+        return warp_face(gray, matrix)
+
+    def face_matrix(self, shape: tuple[int, ...], box: Box, landmarks=None, margin: float | None = None) -> np.ndarray:
+        """The frame-to-48x48 matrix (2x3) of :meth:`crop` for a frame of ``shape``."""
+        matrix = alignment(landmarks) if self.align else None
+        return box_matrix(box, self.margin if margin is None else margin, shape) if matrix is None else matrix
+
     def predict_faces(
-        self, frame: np.ndarray, boxes: Sequence[Box], margin: float | None = None
+        self, frame: np.ndarray, boxes: Sequence[Box], margin: float | None = None,
+        landmarks: Sequence | None = None,
     ) -> list[tuple[str, int, np.ndarray]]:
-        """``(emotion, index, probabilities)`` for each box of one frame, in one batch."""
+        """``(emotion, index, probabilities)`` for each box of one frame, in one batch; ``landmarks``
+        (one entry per box, or None) lets :meth:`crop` align them."""
         gray = to_gray(frame)
-        margin = self.margin if margin is None else margin
-        probs = self.predict_crops([crop_face(gray, b, margin) for b in boxes])
+        points = [None] * len(boxes) if landmarks is None else landmarks
+        probs = self.predict_crops([self.crop(gray, b, p, margin) for b, p in zip(boxes, points, strict=True)])
         return [(self.label(p), int(p.argmax()), p) for p in probs]
 
     def label(self, probabilities: np.ndarray) -> str:
@@ -289,9 +316,11 @@ class EmotionPredictor:
         top = int(probabilities.argmax())
         return UNCERTAIN if probabilities[top] < self.min_confidence else self.class_names[top]
 
-    def predict_emotion_from_frame(self, frame_bgr: np.ndarray, box: Box) -> tuple[str, int, np.ndarray]:
-        """Emotion name, class index and class probabilities of the face at ``box = (x, y, w, h)``."""
-        return self.predict_faces(frame_bgr, [box])[0]
+    def predict_emotion_from_frame(self, frame_bgr: np.ndarray, box: Box,
+                                   landmarks=None) -> tuple[str, int, np.ndarray]:
+        """Emotion name, class index and class probabilities of the face at ``box = (x, y, w, h)``
+        (a box crop; aligned, as :meth:`predict` does, when its five ``landmarks`` are given too)."""
+        return self.predict_faces(frame_bgr, [box], None, [landmarks])[0]
 
     def predict_frame(
         self, frame: np.ndarray, detector: FaceDetector | str = DEFAULT_DETECTOR, detect_scale: float = 1.0
@@ -302,7 +331,7 @@ class EmotionPredictor:
         their ``track_id`` the index in that order."""
         detector = get_detector(detector) if isinstance(detector, str) else detector
         found = detector.detect(frame, detect_scale)
-        results = self.predict_faces(frame, [d.box for d in found], detector.margin)
+        results = self.predict_faces(frame, [d.box for d in found], detector.margin, [d.landmarks for d in found])
         return [Face(d.box, e, i, p, self.class_names, n, d.score, d.landmarks)
                 for n, (d, (e, i, p)) in enumerate(zip(found, results, strict=True))]
 
@@ -322,7 +351,8 @@ class EmotionPredictor:
         if not faces:
             return []
         gray = to_gray(frame)
-        batch = np.stack([crop_face(gray, f.box, detector.margin) for f in faces])[:, None].astype(np.float32) / 255
+        batch = np.stack([self.crop(gray, f.box, f.landmarks, detector.margin) for f in faces])[:, None]
+        batch = batch.astype(np.float32) / 255
         classes = np.array([f.index for f in faces])
         model = self._torch_model() if method != "occlusion" else None
         if method == "gradcam" and model is None:
@@ -332,7 +362,7 @@ class EmotionPredictor:
             maps, method = gradcam(model, batch, classes), "gradcam"
         else:
             maps, method = occlusion(self._probabilities, batch, classes), "occlusion"
-        return [Explanation(f, m, crop_square(f.box, detector.margin, frame.shape), method)
+        return [Explanation(f, m, self.face_matrix(frame.shape, f.box, f.landmarks, detector.margin), method)
                 for f, m in zip(faces, maps, strict=True)]
 
     def _torch_model(self) -> torch.nn.Module | None:

@@ -1,7 +1,7 @@
 """Keeping faces apart over time: identities by box overlap, probabilities smoothed per identity.
 
     tracker = FaceTracker(smoothing=5)
-    tracks = tracker.update(boxes)              # on frames where the detector ran
+    tracks = tracker.update(boxes, landmarks)   # on frames where the detector ran
     tracker.smooth(track, probabilities)        # exponential moving average per track
 """
 
@@ -42,6 +42,15 @@ class Track:
     template: np.ndarray | None = field(default=None, repr=False)  # its grayscale patch, for following
     template_offset: tuple[int, int] = (0, 0)  # where the patch starts inside the box (a face cut by the edge)
     anchor: np.ndarray | None = field(default=None, repr=False)  # its patch when a detection last confirmed it
+    points: np.ndarray | None = field(default=None, repr=False)  # its landmarks as fractions of the box, from detection
+
+    @property
+    def landmarks(self) -> tuple[tuple[int, int], ...] | None:
+        """The landmarks the detector last gave, moved and scaled with the box since (None: none given)."""
+        if self.points is None:
+            return None
+        x, y, w, h = self.box
+        return tuple((int(round(x + u * w)), int(round(y + v * h))) for u, v in self.points)
 
 
 class FaceTracker:
@@ -60,9 +69,10 @@ class FaceTracker:
         self.tracks: list[Track] = []
         self._next_id = 0
 
-    def update(self, boxes: Sequence[Box]) -> tuple[list[Track], list[Track]]:
+    def update(self, boxes: Sequence[Box], landmarks: Sequence | None = None) -> tuple[list[Track], list[Track]]:
         """Match a frame's detections to the tracks, greedily by overlap. Returns the tracks found
-        in this frame (in the order of ``boxes``) and the live tracks it did not find."""
+        in this frame (in the order of ``boxes``) and the live tracks it did not find. ``landmarks``
+        (one entry per box, or None) are kept with each track, relative to its box."""
         pairs = sorted(((iou(t.box, b), ti, bi) for ti, t in enumerate(self.tracks) for bi, b in enumerate(boxes)),
                        reverse=True)
         track_of: dict[int, Track] = {}
@@ -82,6 +92,7 @@ class FaceTracker:
                 self._next_id += 1
                 self.tracks.append(track)
             track.box, track.missed = tuple(box), 0
+            track.points = _relative(box, None if landmarks is None else landmarks[bi])
             found.append(track)
         found_ids = {t.track_id for t in found}
         missing = [t for t in self.tracks if t.track_id not in found_ids]
@@ -105,6 +116,14 @@ class FaceTracker:
     def reset(self) -> None:
         """Forget everything (a new video): ids start again from 0."""
         self.tracks, self._next_id = [], 0
+
+
+def _relative(box: Box, landmarks) -> np.ndarray | None:
+    """Landmarks (x, y) as fractions of the box's width and height from its corner."""
+    if landmarks is None:
+        return None
+    x, y, w, h = box
+    return (np.asarray(landmarks, np.float64) - (x, y)) / (max(w, 1), max(h, 1))
 
 
 def follow(gray: np.ndarray, track: Track, min_score: float = 0.5, min_likeness: float = ANCHOR_LIKENESS) -> bool:

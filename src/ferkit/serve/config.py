@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ferkit.defaults import DEFAULT_DETECTOR, DEFAULT_TTA, MIN_CONFIDENCE
+from ferkit.defaults import ALIGN, DEFAULT_DETECTOR, DEFAULT_TTA, MIN_CONFIDENCE
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
@@ -35,7 +35,7 @@ class ServiceConfig:
     full size, as every other entry point does, so that a photo gets the same answer here as from
     ``ferkit image`` or the Python API (YuNet itself shrinks frames to at most 960 pixels).
     ``min_confidence``: faces less sure than this are labelled ``uncertain`` (0: never). ``tta``: test-time
-    views of each face (``EmotionPredictor``'s).
+    views of each face, ``align``: whether faces are aligned by their landmarks (``EmotionPredictor``'s).
     ``allowed_hosts``: the names a request's ``Host`` header may give (``*``: any); by default
     loopback only, so that a web page on another site cannot reach this service through a DNS
     name that resolves to 127.0.0.1 (DNS rebinding). ``cors_origins``: web origins (``https://app.example``)
@@ -49,6 +49,7 @@ class ServiceConfig:
     min_confidence: float = MIN_CONFIDENCE
     tta: str = DEFAULT_TTA
     detector: str = DEFAULT_DETECTOR
+    align: bool = ALIGN
     max_side: int = 0
     max_upload_bytes: int = 10 * 2**20
     max_batch: int = 16

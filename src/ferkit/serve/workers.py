@@ -57,7 +57,7 @@ def make_predictor(config: ServiceConfig) -> EmotionPredictor:
     """The classifier a service's configuration describes: every pipeline of the service, for uploads
     and for live sessions, is built on one made here."""
     return EmotionPredictor(config.model, config.device, backend=config.backend, threads=config.threads,
-                            min_confidence=config.min_confidence, tta=config.tta)
+                            min_confidence=config.min_confidence, tta=config.tta, align=config.align)
 
 
 class PipelinePool:
@@ -212,6 +212,7 @@ def model_info(pool: PipelinePool) -> dict:
     info = {"name": predictor.checkpoint_path.name, "classes": names, "backend": predictor.backend,
             "detector": pool.config.detector, "fer2013_mapping": {}, "accuracy": None,
             "temperature": predictor.classifier.temperature, "min_confidence": predictor.min_confidence,
+            "align": predictor.align,
             "model_card": MODEL_CARD_URL}
     if len(names) in (4, 7):  # the class each of FER2013's seven labels is counted as
         mapping = class_mapping(len(names))
