@@ -117,3 +117,38 @@ def test_auto_precision_is_bf16_only_where_the_cpu_has_bf16_arithmetic(monkeypat
     cpu = torch.device("cpu")
     assert native_bf16(cpu) is native and uses_bf16("auto", cpu) is native
     assert uses_bf16("bf16", cpu) and not uses_bf16("fp32", cpu)
+
+
+def test_histogram_equalization_is_opencvs():
+    import cv2
+    import numpy as np
+
+    from ferkit.model import equalize_histogram
+
+    rng = np.random.default_rng(0)
+    faces = np.stack([rng.integers(40, 120, (48, 48)), rng.normal(128, 10, (48, 48)).clip(0, 255),
+                      np.full((48, 48), 77)]).astype(np.uint8)  # dim, narrow, flat
+    out = equalize_histogram(torch.from_numpy(faces[:, None] / 255.0).float())
+    assert out.shape == (3, 1, 48, 48) and out.min() >= 0 and out.max() <= 1
+    for face, got in zip(faces[:2], out[:2, 0].numpy(), strict=True):
+        assert np.abs(got * 255 - cv2.equalizeHist(face)).max() <= 1  # cv2 rounds each level to 0-255
+        assert got.min() == 0 and got.max() == 1
+    assert torch.allclose(out[2], torch.full((1, 48, 48), 77 / 255))  # a flat face stays as it was
+
+
+def test_an_equalizing_model_ignores_brightness_and_keeps_it_in_its_checkpoint(tmp_path):
+    from ferkit.checkpoint import load_checkpoint, make_checkpoint, model_from_checkpoint, save_atomic
+
+    torch.manual_seed(0)
+    model = create_model(4, equalize=True).eval()
+    levels = torch.randint(0, 120, (4, 1, 48, 48)).float()
+    x, brighter = levels / 255, (levels * 2 + 10) / 255  # twice the contrast, lighter: the same levels' order
+    plain = create_model(4).eval()
+    with torch.no_grad():
+        assert torch.allclose(model(x), model(brighter), atol=1e-5)
+        assert not torch.allclose(plain(x), plain(brighter), atol=1e-2)
+    save_atomic(make_checkpoint(model, epoch=0, val_accuracy=0.0, config={}), tmp_path / "eq.pth")
+    loaded = model_from_checkpoint(load_checkpoint(tmp_path / "eq.pth")).eval()
+    assert loaded.equalize and count_parameters(loaded) == count_parameters(create_model(4))
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))

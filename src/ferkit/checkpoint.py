@@ -82,7 +82,8 @@ def make_checkpoint(
         "version": VERSION,
         "model_config": {"arch": "resnet18", "num_classes": model.num_classes,
                          "in_channels": model.in_channels, "stem": model.stem,
-                         **({"fine_to_class": model.fine_to_class} if model.fine_to_class else {})},
+                         **({"fine_to_class": model.fine_to_class} if model.fine_to_class else {}),
+                         **({"equalize": True} if model.equalize else {})},
         "model_state_dict": state,
         "epoch": int(epoch),
         "val_accuracy": float(val_accuracy),
@@ -176,7 +177,7 @@ def model_from_checkpoint(
         raise CheckpointError(f"{path}: the model takes {cfg['in_channels']} input channels, ferkit feeds 1")
     try:
         model = create_model(cfg["num_classes"], stem=cfg.get("stem", "imagenet"),
-                             fine_to_class=cfg.get("fine_to_class"))
+                             fine_to_class=cfg.get("fine_to_class"), equalize=bool(cfg.get("equalize", False)))
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: {e}") from None
     state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["model_state_dict"].items()}

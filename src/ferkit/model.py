@@ -9,6 +9,11 @@ resolution for 48x48 inputs.
 A model trained on finer labels than it reports (``fine_to_class``: FER2013's seven emotions for
 the 4-class task) has one ``fc`` output per fine label and returns, for each class, the log-sum-exp
 of its fine labels' logits: their softmax is exactly the summed fine-label probabilities.
+
+A model made with ``equalize`` spreads each input's gray levels by global histogram equalization
+(:func:`equalize_histogram`, as FER+'s reference preprocessing does) before its first layer: the
+step is part of the network, so training, evaluation, distillation and both inference backends
+(the ONNX export included) apply the same one. It has no parameters.
 """
 
 from __future__ import annotations
@@ -44,19 +49,37 @@ class BasicBlock(nn.Module):
         return self.relu(out + identity)
 
 
+def equalize_histogram(x: torch.Tensor) -> torch.Tensor:
+    """Global histogram equalization of each image of a batch (N, C, H, W) in [0, 1], by 256 gray
+    levels, as ``cv2.equalizeHist``: each level goes to the share of the image's other pixels that are
+    darker, stretched so that the darkest present level is 0 and the lightest 1. A flat image
+    stays as it is."""
+    n, c, h, w = x.shape
+    levels = (x.float() * 255).round().clamp(0, 255).long().reshape(n * c, h * w)
+    hist = torch.zeros(n * c, 256, device=x.device).scatter_add_(1, levels, torch.ones_like(levels, dtype=torch.float))
+    cdf = hist.cumsum(1)
+    lowest = cdf.gather(1, levels.min(1, keepdim=True).values)  # the pixels at the darkest present level
+    span = h * w - lowest
+    out = (cdf.gather(1, levels) - lowest) / span.clamp(min=1)
+    out = torch.where(span > 0, out, x.float().reshape(n * c, h * w))
+    return out.reshape(n, c, h, w).to(x.dtype)
+
+
 class FerResNet18(nn.Module):
     """ResNet-18 (2-2-2-2 basic blocks) taking (B, in_channels, 48, 48) and returning class scores
-    (B, num_classes): logits, or merged fine-label scores when ``fine_to_class`` is given."""
+    (B, num_classes): logits, or merged fine-label scores when ``fine_to_class`` is given; with
+    ``equalize``, each input is histogram-equalized first."""
 
     def __init__(self, num_classes: int = 4, in_channels: int = 1, stem: str = "imagenet",
-                 fine_to_class: Sequence[int] | None = None, zero_init_residual: bool = False) -> None:
+                 fine_to_class: Sequence[int] | None = None, zero_init_residual: bool = False,
+                 equalize: bool = False) -> None:
         super().__init__()
         if stem not in STEMS:
             raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
         if fine_to_class is not None and sorted(set(fine_to_class)) != list(range(num_classes)):
             raise ValueError(f"fine_to_class must map fine labels onto every class 0-{num_classes - 1}, "
                              f"got {list(fine_to_class)}")
-        self.num_classes, self.in_channels, self.stem = num_classes, in_channels, stem
+        self.num_classes, self.in_channels, self.stem, self.equalize = num_classes, in_channels, stem, bool(equalize)
         self.fine_to_class = None if fine_to_class is None else [int(c) for c in fine_to_class]
         self._groups = [[f for f, c in enumerate(self.fine_to_class or ()) if c == k] for k in range(num_classes)]
         if stem == "imagenet":
@@ -96,6 +119,8 @@ class FerResNet18(nn.Module):
     def forward(self, x: torch.Tensor, merge: bool = True) -> torch.Tensor:
         """Class scores; ``merge=False`` returns the ``fc`` logits as they are (the fine labels' logits
         of a model with ``fine_to_class``, which is what training fits)."""
+        if self.equalize:
+            x = equalize_histogram(x)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         logits = self.fc(torch.flatten(self.avgpool(x), 1))
@@ -106,11 +131,12 @@ class FerResNet18(nn.Module):
 
 
 def create_model(num_classes: int = 4, stem: str = "imagenet", in_channels: int = 1,
-                 fine_to_class: Sequence[int] | None = None, zero_init_residual: bool = False) -> FerResNet18:
+                 fine_to_class: Sequence[int] | None = None, zero_init_residual: bool = False,
+                 equalize: bool = False) -> FerResNet18:
     """A randomly initialized ResNet-18 for FER (never pretrained); ``zero_init_residual`` starts each
-    residual block as the identity."""
+    residual block as the identity; ``equalize`` equalizes each input's histogram first."""
     return FerResNet18(num_classes=num_classes, in_channels=in_channels, stem=stem, fine_to_class=fine_to_class,
-                       zero_init_residual=zero_init_residual)
+                       zero_init_residual=zero_init_residual, equalize=equalize)
 
 
 def count_parameters(model: nn.Module) -> int:

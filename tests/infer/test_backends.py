@@ -121,3 +121,17 @@ def test_fine_label_model_exports(tmp_path):
     scripted = torch.jit.load(str(export_torchscript(path, tmp_path / "fine.torchscript")))
     with torch.no_grad():
         assert torch.allclose(scripted(x).softmax(1), expected, atol=1e-5)
+
+
+def test_an_equalizing_model_exports_with_its_equalization(tmp_path):
+    torch.manual_seed(0)
+    model = create_model(4, equalize=True).eval()
+    path = tmp_path / "eq.pth"
+    save_atomic(make_checkpoint(model, epoch=0, val_accuracy=0.0, config={}), path)
+    x = torch.rand(6, 1, 48, 48) * 0.6 + 0.2
+    with torch.no_grad():
+        expected = model(x).softmax(1)
+    onnx_scores = OnnxClassifier(export_onnx(path, tmp_path / "eq.onnx"))(x.numpy())
+    assert (torch.from_numpy(onnx_scores).softmax(1) - expected).abs().max() < 1e-4
+    int8 = OnnxClassifier(export_onnx(path, tmp_path / "eq8.onnx", calibration=(x[:, 0].numpy() * 255).astype("uint8")))
+    assert int8(x.numpy()).shape == (6, 4)

@@ -50,6 +50,8 @@ class TrainConfig:
     stem: str = knob("imagenet", "network stem: imagenet (7x7 stride 2 + max-pool) or cifar (3x3, full 48x48)",
                      STEMS)
     zero_init_residual: bool = knob(False, "each residual block's last batch-norm scale starts at 0")
+    equalize: bool = knob(False, "histogram-equalize each face inside the network, in training and inference alike "
+                          "(FER+'s reference preprocessing)")
     epochs: int = knob(20, "passes over the training split", bounds=(1, None))
     batch_size: int = knob(64, "images per step, over all processes under torchrun", bounds=(2, None))
     optimizer: str = knob("adam", "adam, adamw or sgd (Nesterov momentum)", ("adam", "adamw", "sgd"))

@@ -132,7 +132,7 @@ def build_training(cfg: TrainConfig, device: torch.device, train_labels: torch.T
     from torch's global generator), then the optimizer, schedule, loss (class weights count
     ``train_labels``) and EMA."""
     model = create_model(cfg.classes, stem=cfg.stem, fine_to_class=fine_to_class(cfg),
-                         zero_init_residual=cfg.zero_init_residual).to(device)
+                         zero_init_residual=cfg.zero_init_residual, equalize=cfg.equalize).to(device)
     if uses_bf16(cfg.precision, device):
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)
