@@ -57,8 +57,19 @@ class Timeline:
         return track in self._times
 
     def __getitem__(self, track: int) -> list[tuple[float, np.ndarray]]:
-        probs = np.frombuffer(self._probs[track], np.float32).reshape(-1, self.num_classes)
-        return list(zip(self._times[track], probs, strict=True))
+        return list(zip(*self.series(track), strict=True))
+
+    def series(self, track: int) -> tuple[np.ndarray, np.ndarray]:
+        """A track's times (T,) and probabilities (T, classes), as views of its arrays (no copy)."""
+        times = np.frombuffer(self._times[track], np.float64)
+        return times, np.frombuffer(self._probs[track], np.float32).reshape(-1, self.num_classes)
+
+
+def _series(timeline, track: int) -> tuple[np.ndarray, np.ndarray]:
+    """A track's times and probabilities from a :class:`Timeline` or a mapping of ``(time, probabilities)`` lists."""
+    if isinstance(timeline, Timeline):
+        return timeline.series(track)
+    return np.array([t for t, _ in timeline[track]]), np.stack([p for _, p in timeline[track]])
 
 
 @dataclass
@@ -161,11 +172,12 @@ def track_summary(timeline: dict[int, list[tuple[float, np.ndarray]]], class_nam
     """Per track, in order of first appearance: when it was seen, for how long, its dominant
     emotion and the share of its frames in each emotion (the smoothed probabilities' argmax)."""
     rows = []
-    for track in sorted(timeline, key=lambda t: timeline[t][0][0]):
-        times = [t for t, _ in timeline[track]]
-        counts = np.bincount([int(p.argmax()) for _, p in timeline[track]], minlength=len(class_names))
-        rows.append({"track": track, "first_seen": round(times[0], 3), "last_seen": round(times[-1], 3),
-                     "duration": round(times[-1] - times[0] + frame_seconds, 3), "frames": len(times),
+    series = {t: _series(timeline, t) for t in timeline}
+    for track in sorted(series, key=lambda t: series[t][0][0]):
+        times, probs = series[track]
+        counts = np.bincount(probs.argmax(1), minlength=len(class_names))
+        rows.append({"track": track, "first_seen": round(float(times[0]), 3), "last_seen": round(float(times[-1]), 3),
+                     "duration": round(float(times[-1] - times[0]) + frame_seconds, 3), "frames": len(times),
                      "dominant_emotion": class_names[int(counts.argmax())],
                      "share": {n: round(c / len(times), 4) for n, c in zip(class_names, counts, strict=True)}})
     return rows
@@ -181,20 +193,20 @@ def plot_timeline(timeline: dict[int, list[tuple[float, np.ndarray]]], class_nam
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ordered = sorted(timeline, key=lambda t: timeline[t][0][0])
-    tracks = [t for t in ordered if timeline[t][-1][0] - timeline[t][0][0] >= MIN_PLOTTED_SECONDS]
+    series = {t: _series(timeline, t) for t in timeline}
+    ordered = sorted(series, key=lambda t: series[t][0][0])
+    tracks = [t for t in ordered if series[t][0][-1] - series[t][0][0] >= MIN_PLOTTED_SECONDS]
     short = len(ordered) - len(tracks)
     fig, axes = plt.subplots(max(1, len(tracks)), 1, figsize=(10, 1.2 + 1.8 * max(1, len(tracks))), sharex=True,
                              squeeze=False)
     for ax, track in zip(axes[:, 0], tracks, strict=False):
-        times = [t for t, _ in timeline[track]]
-        probs = np.stack([p for _, p in timeline[track]])
+        times, probs = series[track]
         for k, name in enumerate(class_names):
             ax.plot(times, probs[:, k], label=name, color=f"C{k}")
         ax.set_ylim(0, 1)
         ax.set_ylabel(f"track #{track}")
         ax.grid(alpha=0.3)
-    end = duration or max((timeline[t][-1][0] for t in ordered), default=1.0)
+    end = duration or max((float(series[t][0][-1]) for t in ordered), default=1.0)
     axes[-1, 0].set_xlim(0, max(end, 1e-3))
     if not tracks:
         axes[0, 0].text(0.5, 0.5, "no faces found" if not ordered else "every track was too short to draw",
