@@ -1,4 +1,6 @@
-"""The training loop: distributed setup, ``train_one_epoch`` and ``train``.
+"""The training loop: distributed setup, ``train_one_epoch`` and ``train``, whose steps are named:
+``prepare_run`` (the output folder, ``--resume``), ``resume_state``, ``save_epoch`` (checkpoints) and
+``finish_run`` (calibration, PrivateTest).
 
     ferkit train --data fer2013.csv.gz --out models/                    # the seed recipe
     ferkit train --recipe cpu --data fer2013.csv.gz --out runs/cpu       # another named recipe
@@ -131,28 +133,37 @@ def _score(model, images, labels, cfg, device, tta) -> tuple[float, float, torch
     return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item(), logits
 
 
-def _rng_state(shuffle, aug, mix_rng, loader) -> dict[str, Any]:
-    state = {"shuffle": shuffle.get_state(), "aug": aug.get_state(), "torch": torch.get_rng_state(),
-             "mix": json.dumps(mix_rng.bit_generator.state)}
-    if loader is not None:
-        state["loader"] = loader.generator.get_state()
-    return state
+@dataclass
+class RunRandomness:
+    """The run's random streams after the seed: batch order, augmentation (on the device), mixing,
+    and the DataLoader's order with ``--pipeline dataloader``; saved in ``last.pth`` for ``--resume``."""
+
+    shuffle: torch.Generator
+    aug: torch.Generator
+    mix: np.random.Generator
+    loader: Any = None  # the DataLoader, for --pipeline dataloader
+
+    def state(self) -> dict[str, Any]:
+        state = {"shuffle": self.shuffle.get_state(), "aug": self.aug.get_state(), "torch": torch.get_rng_state(),
+                 "mix": json.dumps(self.mix.bit_generator.state)}
+        if self.loader is not None:
+            state["loader"] = self.loader.generator.get_state()
+        return state
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.shuffle.set_state(state["shuffle"])
+        self.aug.set_state(state["aug"])
+        torch.set_rng_state(state["torch"])
+        self.mix.bit_generator.state = json.loads(state["mix"])
+        if self.loader is not None:
+            self.loader.generator.set_state(state["loader"])
 
 
-def _restore_rng(state, shuffle, aug, mix_rng, loader) -> None:
-    shuffle.set_state(state["shuffle"])
-    aug.set_state(state["aug"])
-    torch.set_rng_state(state["torch"])
-    mix_rng.bit_generator.state = json.loads(state["mix"])
-    if loader is not None:
-        loader.generator.set_state(state["loader"])
-
-
-def train(cfg: TrainConfig, arrays: Fer2013Arrays | None = None) -> dict[str, Any]:
-    """Run one training job; writes the checkpoints, curves and PrivateTest reports to ``cfg.out``.
-
-    Returns the PrivateTest metrics record (also saved as ``metrics.json``).
-    """
+def prepare_run(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
+    """Check ``cfg.out`` (a folder; holding another run only with ``--resume`` or ``--overwrite``),
+    remove the half-written saves of a killed run, and load ``last.pth`` for ``--resume``: its
+    recipe replaces the flags' (a resumed run must be the same run). Returns the config to run
+    and the resumed checkpoint (None for a new run)."""
     out = Path(cfg.out)
     last_path = out / LAST_CHECKPOINT
     check_config(cfg)
@@ -167,7 +178,7 @@ def train(cfg: TrainConfig, arrays: Fer2013Arrays | None = None) -> dict[str, An
     resumed = load_checkpoint(last_path) if cfg.resume and last_path.is_file() else None
     if cfg.resume and resumed is None:
         print(f"--resume: no {last_path} yet, starting from scratch")
-    if resumed is not None:  # the saved recipe wins: a resumed run must be the same run
+    if resumed is not None:
         # (a field newer than the run takes its seed default: the behaviour before the field existed)
         defaults = {k: v for k, v in dataclasses.asdict(TrainConfig()).items() if k not in RUN_FIELDS}
         saved = {k: v for k, v in resumed["config"].items() if k not in RUN_FIELDS}
@@ -180,6 +191,80 @@ def train(cfg: TrainConfig, arrays: Fer2013Arrays | None = None) -> dict[str, An
                   + ", ".join(ignored))
         cfg = resumed_cfg
     check_config(cfg)
+    return cfg, resumed
+
+
+def resume_state(resumed: dict[str, Any], parts: TrainingParts, randomness: RunRandomness) -> RunState:
+    """Put a resumed run's weights, optimizer, schedule, EMA and random streams back; its loop state."""
+    parts.model.load_state_dict(resumed["model_state_dict"])
+    parts.optimizer.load_state_dict(resumed["optimizer_state_dict"])
+    parts.scheduler.load_state_dict(resumed["scheduler_state_dict"])
+    if parts.ema is not None:
+        parts.ema.load_state_dict(resumed["ema_state_dict"])
+    randomness.restore(resumed["rng_state"])
+    return RunState(**resumed["run_state"])
+
+
+def save_epoch(out: Path, parts: TrainingParts, state: RunState, config: dict[str, Any], randomness: RunRandomness,
+               val_accuracy: float, improved: bool) -> None:
+    """The epoch's checkpoints, each written atomically: the weights that are scored (the EMA's
+    where there is one) as the best when PublicTest improved, and ``last.pth`` (everything
+    ``--resume`` needs) always."""
+    optimizer, scheduler, ema = parts.optimizer, parts.scheduler, parts.ema
+    if improved:
+        save_atomic(make_checkpoint(ema.module if ema is not None else parts.model, epoch=state.epoch,
+                                    val_accuracy=val_accuracy, config=config, optimizer_state=optimizer.state_dict(),
+                                    scheduler_state=scheduler.state_dict()), out / BEST_CHECKPOINT)
+    extra = {"run_state": dataclasses.asdict(state), "rng_state": randomness.state()}
+    if ema is not None:
+        extra["ema_state_dict"] = ema.state_dict()
+    save_atomic(make_checkpoint(parts.model, epoch=state.epoch, val_accuracy=val_accuracy, config=config,
+                                optimizer_state=optimizer.state_dict(), scheduler_state=scheduler.state_dict(),
+                                extra=extra), out / LAST_CHECKPOINT)
+
+
+def finish_run(out: Path, cfg: TrainConfig, state: RunState, arrays: Fer2013Arrays, x_val: torch.Tensor,
+               y_val: torch.Tensor, device: torch.device, processes: int, log) -> dict[str, Any]:
+    """After the last epoch: the curves, the best weights calibrated (the temperature that makes their
+    PublicTest probabilities honest, fitted on the logits EmotionPredictor computes: fp32, each of its
+    default test-time views; stored in the checkpoint), and scored on PrivateTest exactly as
+    ``ferkit evaluate`` would (and on PublicTest the same way where the per-epoch choice ran cheaper
+    views). Returns the PrivateTest record (also ``metrics.json``)."""
+    config = dataclasses.asdict(cfg)
+    train_seconds = sum(state.history["epoch_seconds"])
+    (out / "history.json").write_text(json.dumps(state.history, indent=2) + "\n")
+    plot_history(state.history, out / "training_history.png")
+    best_ckpt = load_checkpoint(out / BEST_CHECKPOINT)
+    best = model_from_checkpoint(best_ckpt, out / BEST_CHECKPOINT).to(device)
+    best_ckpt["temperature"] = fit_view_temperature(best, x_val, y_val.cpu().numpy(), DEFAULT_TTA,
+                                                    cfg.eval_batch_size, device)
+    save_atomic(best_ckpt, out / BEST_CHECKPOINT)
+    log(f"temperature {best_ckpt['temperature']:g} (fitted on PublicTest, test-time views: {DEFAULT_TTA}) "
+        f"stored in {BEST_CHECKPOINT}")
+    public_accuracy = state.best_accuracy
+    if cfg.epoch_tta != cfg.tta:
+        _, public_accuracy, _ = _score(best, x_val, y_val, cfg, device, cfg.tta)
+    x_test, y_test = split_tensors(arrays, "PrivateTest", cfg.classes, device, cfg.labels)
+    _, _, logits = _score(best, x_test, y_test, cfg, device, cfg.tta)
+    metrics = classification_metrics(y_test.cpu().numpy(), logits.argmax(1).numpy(), class_names(cfg.classes))
+    record = write_reports(metrics, out, "PrivateTest", extra={
+        "checkpoint": BEST_CHECKPOINT, "best_epoch": state.best_epoch, "val_accuracy": state.best_accuracy,
+        "public_test_accuracy": public_accuracy, "tta": cfg.tta, "labels": cfg.labels,
+        "train_seconds": round(train_seconds, 1), "device": str(device), "processes": processes,
+        "torch": torch.__version__, "config": config,
+    })
+    log(f"best epoch {state.best_epoch}: PublicTest {public_accuracy:.4f}, PrivateTest "
+        f"{metrics['accuracy']:.4f} (TTA {cfg.tta}; {train_seconds / 60:.1f} min of training) -> {out}")
+    return record
+
+
+def train(cfg: TrainConfig, arrays: Fer2013Arrays | None = None) -> dict[str, Any]:
+    """Run one training job; writes the checkpoints, curves and PrivateTest reports to ``cfg.out``.
+
+    Returns the PrivateTest metrics record (also saved as ``metrics.json``).
+    """
+    cfg, resumed = prepare_run(cfg)
+    out = Path(cfg.out)
     ddp, device = setup_distributed(resolve_device(cfg.device))
     # the checkpoint records the precision that ran, not "auto", so scoring it later repeats it
     cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision, device))
@@ -208,27 +293,19 @@ def train(cfg: TrainConfig, arrays: Fer2013Arrays | None = None) -> dict[str, An
         f"{f' x {ddp.world} processes ({per_rank} images each per step)' if ddp.world > 1 else ''}")
     log("config: " + json.dumps(config))
 
-    shuffle = torch.Generator().manual_seed(cfg.seed)
-    aug = torch.Generator(device=device).manual_seed(cfg.seed + 1 + ddp.rank)
-    mix_rng = np.random.default_rng(cfg.seed + 2)
-    loader = None
+    randomness = RunRandomness(torch.Generator().manual_seed(cfg.seed),
+                               torch.Generator(device=device).manual_seed(cfg.seed + 1 + ddp.rank),
+                               np.random.default_rng(cfg.seed + 2))
     if cfg.pipeline == "dataloader":
-        loader = create_dataloaders(
+        randomness.loader = create_dataloaders(
             arrays, per_rank, cfg.label_classes, cfg.workers, cfg.seed,
             transform=partial(augment_sample, flip=cfg.flip, rotation=cfg.rotation, min_crop=cfg.min_crop,
                               shift=cfg.shift),
         )["train"]
-
     state = RunState()
     if resumed is not None:
-        model.load_state_dict(resumed["model_state_dict"])
-        optimizer.load_state_dict(resumed["optimizer_state_dict"])
-        scheduler.load_state_dict(resumed["scheduler_state_dict"])
-        if ema is not None:
-            ema.load_state_dict(resumed["ema_state_dict"])
-        _restore_rng(resumed["rng_state"], shuffle, aug, mix_rng, loader)
-        state = RunState(**resumed["run_state"])
-        log(f"resumed from {last_path} after epoch {state.epoch}")
+        state = resume_state(resumed, parts, randomness)
+        log(f"resumed from {out / LAST_CHECKPOINT} after epoch {state.epoch}")
 
     train_model = model
     if ddp.world > 1:
@@ -241,14 +318,15 @@ def train(cfg: TrainConfig, arrays: Fer2013Arrays | None = None) -> dict[str, An
     started = time.perf_counter()
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        if loader is not None:
-            batches = loader
+        if randomness.loader is not None:
+            batches = randomness.loader
         else:
-            batches = tensor_batches(x_train, train_targets, cfg, shuffle, aug, ddp.rank, ddp.world)
+            batches = tensor_batches(x_train, train_targets, cfg, randomness.shuffle, randomness.aug, ddp.rank,
+                                     ddp.world)
         lr = optimizer.param_groups[0]["lr"]
         train_loss, train_acc = (t.item() for t in train_one_epoch(
-            parts, batches, steps_per_epoch, cfg, mix_rng, aug, device, f"epoch {epoch}/{cfg.epochs}", show,
-            train_model))
+            parts, batches, steps_per_epoch, cfg, randomness.mix, randomness.aug, device,
+            f"epoch {epoch}/{cfg.epochs}", show, train_model))
         if ddp.world > 1:  # keep every rank's batch-norm statistics equal to rank 0's
             for buffer in model.buffers():
                 dist.broadcast(buffer, 0)
@@ -265,54 +343,16 @@ def train(cfg: TrainConfig, arrays: Fer2013Arrays | None = None) -> dict[str, An
         else:
             state.epochs_without_improvement += 1
         if ddp.main:
-            if improved:
-                save_atomic(make_checkpoint(eval_model, epoch=epoch, val_accuracy=val_acc, config=config,
-                                            optimizer_state=optimizer.state_dict(),
-                                            scheduler_state=scheduler.state_dict()), out / BEST_CHECKPOINT)
-            extra = {"run_state": dataclasses.asdict(state), "rng_state": _rng_state(shuffle, aug, mix_rng, loader)}
-            if ema is not None:
-                extra["ema_state_dict"] = ema.state_dict()
-            save_atomic(make_checkpoint(model, epoch=epoch, val_accuracy=val_acc, config=config,
-                                        optimizer_state=optimizer.state_dict(),
-                                        scheduler_state=scheduler.state_dict(), extra=extra), last_path)
+            save_epoch(out, parts, state, config, randomness, val_acc, improved)
         log(f"epoch {epoch:>3}/{cfg.epochs} | train loss {train_loss:.4f} acc {train_acc:.4f} | "
             f"val loss {val_loss:.4f} acc {val_acc:.4f}{' *' if improved else ''} | lr {lr:.2e} | {seconds:.1f}s",
             flush=True)
         if cfg.early_stopping and state.epochs_without_improvement >= cfg.early_stopping:
             log(f"early stopping: no better PublicTest accuracy for {cfg.early_stopping} epochs")
             break
-    train_seconds = sum(state.history["epoch_seconds"])
     log(f"trained in {(time.perf_counter() - started) / 60:.1f} min this session")
 
-    record: dict[str, Any] = {}
-    if ddp.main:
-        (out / "history.json").write_text(json.dumps(state.history, indent=2) + "\n")
-        plot_history(state.history, out / "training_history.png")
-        # Score the best-on-PublicTest weights on PrivateTest, exactly as `ferkit evaluate` would, and
-        # on PublicTest the same way when the per-epoch choice ran a cheaper test-time augmentation.
-        best_ckpt = load_checkpoint(out / BEST_CHECKPOINT)
-        best = model_from_checkpoint(best_ckpt, out / BEST_CHECKPOINT).to(device)
-        # Calibrate: the temperature that makes its PublicTest probabilities honest, fitted on the
-        # logits EmotionPredictor computes (fp32, each of its default test-time views) and stored in the checkpoint.
-        best_ckpt["temperature"] = fit_view_temperature(best, x_val, y_val.cpu().numpy(), DEFAULT_TTA,
-                                                        cfg.eval_batch_size, device)
-        save_atomic(best_ckpt, out / BEST_CHECKPOINT)
-        log(f"temperature {best_ckpt['temperature']:g} (fitted on PublicTest, test-time views: {DEFAULT_TTA}) "
-            f"stored in {BEST_CHECKPOINT}")
-        public_accuracy = state.best_accuracy
-        if cfg.epoch_tta != cfg.tta:
-            _, public_accuracy, _ = _score(best, x_val, y_val, cfg, device, cfg.tta)
-        x_test, y_test = split_tensors(arrays, "PrivateTest", cfg.classes, device, cfg.labels)
-        _, _, logits = _score(best, x_test, y_test, cfg, device, cfg.tta)
-        metrics = classification_metrics(y_test.cpu().numpy(), logits.argmax(1).numpy(), class_names(cfg.classes))
-        record = write_reports(metrics, out, "PrivateTest", extra={
-            "checkpoint": BEST_CHECKPOINT, "best_epoch": state.best_epoch, "val_accuracy": state.best_accuracy,
-            "public_test_accuracy": public_accuracy, "tta": cfg.tta, "labels": cfg.labels,
-            "train_seconds": round(train_seconds, 1), "device": str(device), "processes": ddp.world,
-            "torch": torch.__version__, "config": config,
-        })
-        log(f"best epoch {state.best_epoch}: PublicTest {public_accuracy:.4f}, PrivateTest "
-            f"{metrics['accuracy']:.4f} (TTA {cfg.tta}; {train_seconds / 60:.1f} min of training) -> {out}")
+    record = finish_run(out, cfg, state, arrays, x_val, y_val, device, ddp.world, log) if ddp.main else {}
     if ddp.world > 1:
         dist.barrier()
         dist.destroy_process_group()
