@@ -1,13 +1,14 @@
 """A still photo end to end (decode excluded): detect every face and classify it, side by side with peers.
 
-    python benchmarks/still_speed.py [--image PHOTO] [--model fast fast7 ...] [--repeats 30] [--json OUT.json]
+    python benchmarks/still_speed.py [--image PHOTO [--as-is]] [--model fast fast7 ...] [--repeats 30] [--json OUT.json]
 
 Times ``EmotionPredictor(model).predict(image)`` (the default detector and backend; ``--model``: bundled
 models' names or model files, default ``fast``) on a 640x480 BGR
-photo (default: the bundled obama.jpg fitted into 640x480), with ONNX Runtime's default threads and
-with each thread count of ``--threads``; and, when the ``fer`` package (mini-Xception, OpenCV Haar
-detector) is installed, its ``FER().detect_emotions`` on the same array. Medians of ``--repeats``
-calls after ``WARM_UP`` warm-up calls; run it on idle cores.
+photo (default: the bundled obama.jpg fitted into 640x480; ``--as-is``: the photo at its own size), with ONNX
+Runtime's default threads and with each thread count of ``--threads``; with ``--full-detect`` also with YuNet
+run on the whole frame instead of the shrunk copy it detects on by default; and, when the ``fer`` package
+(mini-Xception, OpenCV Haar detector) is installed, its ``FER().detect_emotions`` on the same array. Medians
+of ``--repeats`` calls after ``WARM_UP`` warm-up calls; run it on idle cores.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 from common import machine, timed_median
 
 from ferkit.apps.media import EXAMPLES_DIR
+from ferkit.infer.detection import YuNetDetector
 from ferkit.infer.predictor import EmotionPredictor
 
 # Calls before timing: with 2, the first predictor timed in a process measured 36 ms and the same one
@@ -30,9 +32,11 @@ from ferkit.infer.predictor import EmotionPredictor
 WARM_UP = 10
 
 
-def photo(path: str | None) -> np.ndarray:
-    """The photo, fitted into a 640x480 canvas (letterboxed, gray)."""
+def photo(path: str | None, as_is: bool = False) -> np.ndarray:
+    """The photo, fitted into a 640x480 canvas (letterboxed, gray), or ``as_is``."""
     image = cv2.imread(path or str(EXAMPLES_DIR / "obama.jpg"))
+    if as_is:
+        return image
     scale = min(640 / image.shape[1], 480 / image.shape[0])
     image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     canvas = np.full((480, 640, 3), 128, np.uint8)
@@ -44,14 +48,26 @@ def photo(path: str | None) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--image")
+    parser.add_argument("--as-is", action="store_true", help="the photo at its own size, not fitted into 640x480")
+    parser.add_argument("--full-detect", action="store_true",
+                        help="also time YuNet on the whole frame (no shrunk copy) with the first model")
     parser.add_argument("--model", nargs="+", default=["fast"], help="bundled models' names or model files")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, nargs="*", default=[1])
     parser.add_argument("--tta", nargs="+", default=["none"], help="EmotionPredictor's test-time views, each timed")
     parser.add_argument("--json")
     args = parser.parse_args()
-    image = photo(args.image)
+    image = photo(args.image, args.as_is)
     results = {}
+    if args.full_detect:
+        whole = YuNetDetector(max_side=max(image.shape[:2]))
+        whole.smallest = whole.min_size  # no shrinking for small faces either: the frame as it is
+        predictor = EmotionPredictor(args.model[0])
+        for _ in range(WARM_UP):
+            faces = predictor.predict(image, detector=whole)
+        results[f"ferkit {args.model[0]} ({predictor.backend}, YuNet on the whole frame)"] = {
+            "ms": 1000 * timed_median(lambda: predictor.predict(image, detector=whole), args.repeats),
+            "faces": [(f.box, f.emotion) for f in faces]}
     for model, tta, threads in itertools.product(args.model, args.tta, [None, *args.threads]):
         predictor = EmotionPredictor(model, threads=threads, tta=tta)
         for _ in range(WARM_UP):
@@ -75,7 +91,8 @@ def main() -> None:
         print(f"{name:55s} {r['ms']:7.1f} ms  {r['faces']}")
     if args.json:
         record = {"command": "python benchmarks/still_speed.py " + " ".join(sys.argv[1:]),
-                  "date": datetime.date.today().isoformat(), "machine": machine(), "image": "640x480",
+                  "date": datetime.date.today().isoformat(), "machine": machine(),
+                  "image": "x".join(map(str, image.shape[1::-1])),
                   "results": results}
         with open(args.json, "w") as f:
             json.dump(record, f, indent=1, default=str)

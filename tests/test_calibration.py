@@ -9,6 +9,7 @@ import torch
 from ferkit.calibration import (
     calibrate_model,
     calibration_metrics,
+    ece_floor,
     fit_temperature,
     nll,
     risk_coverage,
@@ -72,6 +73,17 @@ def test_calibration_metrics_tell_honest_from_overconfident():
     assert m["ece"] == pytest.approx(0.5 * 0.2 + 0.5 * 0.6)
     assert m["nll"] == pytest.approx(-(np.log(0.8) + np.log(0.4)) / 2)
     assert m["brier"] == pytest.approx((0.04 + 0.04 + 0.36 + 0.36) / 2)
+
+
+def test_ece_floor_is_the_noise_of_a_calibrated_model():
+    logits, labels, honest = _sampled(1.0)
+    sure = np.exp(logits * 3)
+    sure /= sure.sum(1, keepdims=True)
+    floor = ece_floor(honest[:500], draws=50)
+    assert 0 < floor["median"] <= floor["p95"] < 0.1
+    assert calibration_metrics(sure[:500], labels[:500])["ece"] > floor["p95"]  # overconfidence shows above it
+    assert ece_floor(honest, draws=50)["median"] < floor["median"]  # more faces, less noise
+    assert ece_floor(honest[:500], draws=50) == floor  # seeded
 
 
 def test_risk_coverage_keeps_the_most_confident():
