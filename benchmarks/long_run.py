@@ -6,6 +6,7 @@
     python benchmarks/long_run.py video --minutes 30               # ferkit video: 30 min at 30 fps, H.264 + CSV
     python benchmarks/long_run.py webcam --frames 50000            # ferkit webcam's loop (headless: printed)
     python benchmarks/long_run.py live --frames 20000              # one live WebSocket session's work
+    python benchmarks/long_run.py webcam --frames 100000 --detect-every 1   # 100,000 detections in the loop
     ... --quick                                                    # short defaults, for a check in minutes
 
 Each entry point is driven with a looped synthetic clip: the bundled example photo, its face drifting
@@ -14,7 +15,9 @@ and ``webcam`` run their real loops (``process_video``, ``run_camera``) on a cap
 clip; ``live`` feeds JPEG frames to a live session as the WebSocket does. Every ``--every`` frames
 (or calls) the process's resident memory and the frames per second since the last sample are
 recorded; the JSON has every sample, the growth from the first ``--baseline`` calls to the end, and the
-speed at the start and the end; ``--plot`` draws memory and speed over the run.
+speed at the start and the end, and how many times the detector ran; ``--plot`` draws memory and speed
+over the run. ``--detect-every`` changes how often the pipelines detect (theirs: every third frame), so
+that as many detections take fewer frames; ``--size`` the clip's frame size.
 """
 
 from __future__ import annotations
@@ -117,13 +120,28 @@ def pipeline_of(args):
     from ferkit.infer.pipeline import FacePipeline
     from ferkit.infer.predictor import EmotionPredictor
 
-    return FacePipeline(EmotionPredictor(resolve_model(args.model), device="cpu"))
+    pipeline = FacePipeline(EmotionPredictor(resolve_model(args.model), device="cpu"))
+    return counted(pipeline, args)
+
+
+def counted(pipeline, args):
+    """``pipeline`` with ``args.detect_every`` (if given) and its detector's calls counted in ``args.detections``."""
+    if args.detect_every:
+        pipeline.detect_every = args.detect_every
+    detect, args.detections = pipeline.detector.detect, 0
+
+    def detect_counted(*a, **k):
+        args.detections += 1
+        return detect(*a, **k)
+
+    pipeline.detector.detect = detect_counted
+    return pipeline
 
 
 def run_video(frames: int, recorder: Recorder, args) -> None:
     import ferkit.apps.video as video
 
-    capture = LoopedCapture(clip(), frames, recorder)
+    capture = LoopedCapture(clip(size=args.frame_size), frames, recorder)
     video.open_video = lambda source: (capture, 30.0, frames)
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "looped.avi"
@@ -136,7 +154,7 @@ def run_video(frames: int, recorder: Recorder, args) -> None:
 def run_webcam(frames: int, recorder: Recorder, args) -> None:
     import ferkit.apps.camera as camera
 
-    capture = LoopedCapture(clip(), frames, recorder)
+    capture = LoopedCapture(clip(size=args.frame_size), frames, recorder)
     camera.open_video = lambda source: (capture, 30.0, 0)
     with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
         camera.run_camera("0", pipeline_of(args), max_frames=frames)  # headless: a line printed per frame
@@ -148,7 +166,8 @@ def run_live(frames: int, recorder: Recorder, args) -> None:
 
     sessions = LiveSessions(ServiceConfig(model=args.model, device="cpu"), None, "long-run")
     _, session = sessions.start()
-    jpegs = [cv2.imencode(".jpg", f)[1].tobytes() for f in clip()]
+    counted(session.pipeline, args)
+    jpegs = [cv2.imencode(".jpg", f)[1].tobytes() for f in clip(size=args.frame_size)]
     for i in range(frames):
         session.process(jpegs[i % len(jpegs)])
         recorder.tick()
@@ -188,14 +207,17 @@ def main() -> None:
     parser.add_argument("--binding", choices=("ferkit", "wheel", "both"), default="ferkit",
                         help="detector: ferkit's call of libfacedetection, the yuface wheel's binding, or both "
                         "alternating (for speed side by side)")
-    parser.add_argument("--size", default="640x480", help="detector: frame size (the leak it looks for was the same "
+    parser.add_argument("--size", default="640x480", help="the clip's frame size (the leak it looks for was the same "
                         "per call at any size; default: 640x480)")
+    parser.add_argument("--detect-every", type=int, help="video, webcam, live: detect on every N-th frame (default: "
+                        "the pipeline's own)")
     parser.add_argument("--model", default="fast")
     parser.add_argument("--every", type=int, help="sample every N calls or frames (default: a hundredth of the run)")
     parser.add_argument("--baseline", type=int, default=1000, help="growth is measured from this sample on")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args()
+    args.frame_size = tuple(map(int, args.size.split("x")))
     defaults = QUICK if args.quick else FULL
     if args.entry == "detector":
         count, unit = args.calls or defaults["detector"], "detections"
@@ -206,7 +228,7 @@ def main() -> None:
     recorder = Recorder(args.every or max(1, count // 100))
     per_call = {}
     if args.entry == "detector":
-        per_call = run_detector(count, recorder, args.binding, tuple(map(int, args.size.split("x"))))
+        per_call = run_detector(count, recorder, args.binding, args.frame_size)
     else:
         {"video": run_video, "webcam": run_webcam, "live": run_live}[args.entry](count, recorder, args)
     samples = recorder.samples
@@ -214,7 +236,8 @@ def main() -> None:
     tenth = max(1, len(samples) // 10)
     start_speed = float(np.median([s["per_second"] for s in samples[:tenth]]))
     end_speed = float(np.median([s["per_second"] for s in samples[-tenth:]]))
-    what = f"{args.entry}" + (f" ({args.binding} binding, {args.size})" if args.entry == "detector" else "")
+    what = f"{args.entry}" + (f" ({args.binding} binding, {args.size})" if args.entry == "detector" else
+                              f" ({args.size}, detecting every {args.detect_every or 'third'} frame)")
     record = {
         "command": "python benchmarks/long_run.py " + " ".join(sys.argv[1:]), "date": date.today().isoformat(),
         "machine": machine(), "entry": args.entry, "binding": args.binding if args.entry == "detector" else None,
@@ -222,11 +245,13 @@ def main() -> None:
         "growth_mib": round(samples[-1]["rss_mib"] - base["rss_mib"], 2),
         "speed_start": round(start_speed, 2), "speed_end": round(end_speed, 2),
         "speed_end_vs_start": round(end_speed / start_speed, 3), "samples": samples,
-        "title": f"{what}: {count:,} {unit}", "written_mib": getattr(args, "written_mib", None), **per_call,
+        "title": f"{what}: {count:,} {unit}", "written_mib": getattr(args, "written_mib", None),
+        "detections": count if args.entry == "detector" else args.detections, **per_call,
     }
     print(f"{record['title']}: resident {base['rss_mib']:.1f} MiB after {base['count']:,} -> "
           f"{samples[-1]['rss_mib']:.1f} MiB at the end ({record['growth_mib']:+.1f} MiB); {unit} per second "
-          f"{start_speed:.1f} at the start, {end_speed:.1f} at the end ({record['speed_end_vs_start']:.2f}x)"
+          f"{start_speed:.1f} at the start, {end_speed:.1f} at the end ({record['speed_end_vs_start']:.2f}x); "
+          f"{record['detections']:,} detections"
           + "".join(f"; {k.removesuffix('_ms_median')} {v:.2f} ms a call (median)" for k, v in per_call.items()))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
