@@ -135,3 +135,11 @@ def test_an_equalizing_model_exports_with_its_equalization(tmp_path):
     assert (torch.from_numpy(onnx_scores).softmax(1) - expected).abs().max() < 1e-4
     int8 = OnnxClassifier(export_onnx(path, tmp_path / "eq8.onnx", calibration=(x[:, 0].numpy() * 255).astype("uint8")))
     assert int8(x.numpy()).shape == (6, 4)
+    # the equalization stays in float: its histogram and cumulative counts (up to 2,304) lose their precision in 8 bits
+    import onnx
+
+    graph = onnx.load(str(tmp_path / "eq8.onnx")).graph
+    made_by = {out: node.op_type for node in graph.node for out in node.output}
+    quantized = {made_by.get(node.input[0], "input") for node in graph.node if node.op_type == "QuantizeLinear"}
+    assert quantized.isdisjoint({"ScatterElements", "CumSum", "GatherElements", "input"})
+    assert "Conv" in quantized or "Relu" in quantized  # the network itself is int8

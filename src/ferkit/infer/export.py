@@ -97,8 +97,23 @@ def _quantize_int8(fp32: Path, out: Path, calibration: np.ndarray, progress: boo
     quant_pre_process(str(fp32), str(prepared))
     # uint8 activations with int8 per-channel weights: the combination ORT's x86 int8 kernels run fastest.
     quantize_static(str(prepared), str(out), Faces(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    nodes_to_exclude=_before_first_conv(prepared))
     return out
+
+
+def _before_first_conv(model: Path) -> list[str]:
+    """The nodes that run before the network's first convolution: preprocessing inside the model
+    (histogram equalization's histogram and cumulative counts, up to 2,304 per level, would lose their
+    precision in 8 bits), kept in float. None for a model without it."""
+    import onnx
+
+    names = []
+    for node in onnx.load(str(model)).graph.node:  # ONNX keeps nodes in topological order
+        if node.op_type == "Conv":
+            break
+        names.append(node.name)
+    return names
 
 
 def set_onnx_temperature(model: str | os.PathLike, out: str | os.PathLike, temperature: float) -> Path:
