@@ -173,6 +173,11 @@ def run_live(frames: int, recorder: Recorder, args) -> None:
         recorder.tick()
 
 
+def schedule(detect_every: int | None) -> str:
+    """Which frames the detector runs on, in words."""
+    return {None: "every third frame", 1: "every frame"}.get(detect_every, f"one frame in {detect_every}")
+
+
 def plot(record: dict, path: Path) -> None:
     import matplotlib
 
@@ -237,7 +242,7 @@ def main() -> None:
     start_speed = float(np.median([s["per_second"] for s in samples[:tenth]]))
     end_speed = float(np.median([s["per_second"] for s in samples[-tenth:]]))
     what = f"{args.entry}" + (f" ({args.binding} binding, {args.size})" if args.entry == "detector" else
-                              f" ({args.size}, detecting every {args.detect_every or 'third'} frame)")
+                              f" ({args.size}, detecting on {schedule(args.detect_every)})")
     record = {
         "command": "python benchmarks/long_run.py " + " ".join(sys.argv[1:]), "date": date.today().isoformat(),
         "machine": machine(), "entry": args.entry, "binding": args.binding if args.entry == "detector" else None,
