@@ -62,10 +62,12 @@ def main() -> None:
     if args.full_detect:
         whole = YuNetDetector(max_side=max(image.shape[:2]))
         whole.smallest = whole.min_size  # no shrinking for small faces either: the frame as it is
-        predictor = EmotionPredictor(args.model[0])
+        predictor = EmotionPredictor(args.model[0], tta=args.tta[0])
         for _ in range(WARM_UP):
             faces = predictor.predict(image, detector=whole)
-        results[f"ferkit {args.model[0]} ({predictor.backend}, YuNet on the whole frame)"] = {
+        views = "" if args.tta[0] == "none" else f", tta {args.tta[0]}"
+        name = f"ferkit {args.model[0]} ({predictor.backend}, default ORT threads{views}, YuNet on the whole frame)"
+        results[name] = {
             "ms": 1000 * timed_median(lambda: predictor.predict(image, detector=whole), args.repeats),
             "faces": [(f.box, f.emotion) for f in faces]}
     for model, tta, threads in itertools.product(args.model, args.tta, [None, *args.threads]):
