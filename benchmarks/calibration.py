@@ -69,10 +69,11 @@ def main() -> None:
                                                                         "accuracy")}
             print(f"{name:45s} {t:6.3f} {m['ece']:7.2%} {m['nll']:7.4f} {m['brier']:7.4f} "
                   f"{m['mean_confidence']:7.2%} {m['accuracy']:7.2%}")
-        floor = record["sets"][name]["ece_floor"] = ece_floor(average_views(logits, fitted))
+        calibrated = average_views(logits, fitted)
+        floor = record["sets"][name]["ece_floor"] = ece_floor(calibrated)
         print(f"    ECE of a perfectly calibrated model with these probabilities at T={fitted:g}: "
               f"{floor['median']:.2%} (median), {floor['p95']:.2%} (95th percentile)")
-        record["sets"][name]["risk_coverage"] = risk_coverage(average_views(logits, fitted), y)
+        record["sets"][name]["risk_coverage"] = risk_coverage(calibrated, y)
         print("    accuracy at coverage " + ", ".join(f"{r['coverage']:.0%}: {r['accuracy']:.2%} "
                                                       f"(confidence >= {r['min_confidence']:.2f})"
                                                       for r in record["sets"][name]["risk_coverage"]))

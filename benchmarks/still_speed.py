@@ -45,6 +45,14 @@ def photo(path: str | None, as_is: bool = False) -> np.ndarray:
     return canvas
 
 
+def timed_predict(predictor: EmotionPredictor, image: np.ndarray, repeats: int, **detector) -> dict:
+    """Median milliseconds of ``predictor.predict(image)`` after ``WARM_UP`` calls, and the faces it found."""
+    for _ in range(WARM_UP):
+        faces = predictor.predict(image, **detector)
+    return {"ms": 1000 * timed_median(lambda: predictor.predict(image, **detector), repeats),
+            "faces": [(f.box, f.emotion) for f in faces]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--image")
@@ -63,21 +71,14 @@ def main() -> None:
         whole = YuNetDetector(max_side=max(image.shape[:2]))
         whole.smallest = whole.min_size  # no shrinking for small faces either: the frame as it is
         predictor = EmotionPredictor(args.model[0], tta=args.tta[0])
-        for _ in range(WARM_UP):
-            faces = predictor.predict(image, detector=whole)
         views = "" if args.tta[0] == "none" else f", tta {args.tta[0]}"
         name = f"ferkit {args.model[0]} ({predictor.backend}, default ORT threads{views}, YuNet on the whole frame)"
-        results[name] = {
-            "ms": 1000 * timed_median(lambda: predictor.predict(image, detector=whole), args.repeats),
-            "faces": [(f.box, f.emotion) for f in faces]}
+        results[name] = timed_predict(predictor, image, args.repeats, detector=whole)
     for model, tta, threads in itertools.product(args.model, args.tta, [None, *args.threads]):
         predictor = EmotionPredictor(model, threads=threads, tta=tta)
-        for _ in range(WARM_UP):
-            faces = predictor.predict(image)
         views = "" if tta == "none" else f", tta {tta}"
         name = f"ferkit {model} ({predictor.backend}, {'default' if threads is None else threads} ORT threads{views})"
-        results[name] = {"ms": 1000 * timed_median(lambda p=predictor: p.predict(image), args.repeats),
-                         "faces": [(f.box, f.emotion) for f in faces]}
+        results[name] = timed_predict(predictor, image, args.repeats)
     try:
         from fer.fer import FER  # fer 25.x; older releases also export it from the package
     except ImportError:
