@@ -13,9 +13,10 @@ import torch.nn.functional as F
 from conftest import train_interrupted
 
 from ferkit.calibration import calibrate_model
-from ferkit.checkpoint import load_checkpoint
+from ferkit.checkpoint import load_checkpoint, make_checkpoint, save_atomic
 from ferkit.device import native_bf16
 from ferkit.evaluation import evaluate_checkpoint
+from ferkit.model import create_model
 from ferkit.train import BEST_CHECKPOINT, LAST_CHECKPOINT, RECIPES, parts, resolve_config, train
 from ferkit.train import loop as train_module
 
@@ -176,3 +177,20 @@ def test_weighted_smoothed_cross_entropy_is_torchs():
     torch.testing.assert_close(ours, F.cross_entropy(logits, target, weight=weight, label_smoothing=0.1))
     cfg = resolve_config("seed", class_weights=True, label_smoothing=0.1, classes=7)
     assert parts.make_loss(cfg, target).func is parts.weighted_smoothed_cross_entropy
+
+
+def test_init_starts_from_a_models_weights_and_refuses_another_network(fer_csv, tmp_path):
+    torch.manual_seed(1)  # not the run's seed (0): without --init, its weights would be others
+    source = tmp_path / "source.pth"
+    save_atomic(make_checkpoint(create_model(4), epoch=0, val_accuracy=0.0, config={}), source)
+    # a learning rate too small to move a weight: what is saved is what it started from
+    train(_cfg(fer_csv, tmp_path / "warm", init=str(source), lr=1e-30))
+    warm = load_checkpoint(tmp_path / "warm" / BEST_CHECKPOINT)
+    assert torch.equal(warm["model_state_dict"]["conv1.weight"], load_checkpoint(source)["model_state_dict"]
+                       ["conv1.weight"])
+    assert warm["config"]["init"] == str(source)
+    for init, says in ((str(source), "is not the run's"), (str(tmp_path / "none.pth"), "not found"),
+                       (str(fer_csv), "not a readable PyTorch checkpoint"), ("accurate", "does not ship")):
+        with pytest.raises(ValueError, match=rf"--init {init}: .*{says}"):
+            parts.build_training(_cfg(fer_csv, tmp_path / "x", init=init, classes=7), torch.device("cpu"),
+                                 torch.zeros(4, dtype=torch.long), 1)

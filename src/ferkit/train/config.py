@@ -50,6 +50,9 @@ class TrainConfig:
     stem: str = knob("imagenet", "network stem: imagenet (7x7 stride 2 + max-pool) or cifar (3x3, full 48x48)",
                      STEMS)
     zero_init_residual: bool = knob(False, "each residual block's last batch-norm scale starts at 0")
+    init: str = knob("", "start from the weights of a model trained by ferkit (a bundled one's name, e.g. fast, or a "
+                     "checkpoint or fp16 weights file) instead of random ones; its network must be the run's ('': "
+                     "random initialization)")
     equalize: bool = knob(False, "histogram-equalize each face inside the network, in training and inference alike "
                           "(FER+'s reference preprocessing)")
     epochs: int = knob(20, "passes over the training split", bounds=(1, None))

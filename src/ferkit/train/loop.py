@@ -290,7 +290,8 @@ def train(cfg: TrainConfig, arrays: Fer2013Arrays | None = None) -> dict[str, An
     config = dataclasses.asdict(cfg)
     log(f"model: ResNet-18 ({cfg.stem} stem), {count_parameters(model):,} parameters, on {device}"
         f"{', fitting the 7 FER2013 labels merged into 4 classes' if model.fine_to_class else ''}"
-        f"{f' x {ddp.world} processes ({per_rank} images each per step)' if ddp.world > 1 else ''}")
+        f"{f' x {ddp.world} processes ({per_rank} images each per step)' if ddp.world > 1 else ''}"
+        f"{f'; starting from the weights of {cfg.init} (sha256 {parts.init_sha256})' if cfg.init else ''}")
     log("config: " + json.dumps(config))
 
     randomness = RunRandomness(torch.Generator().manual_seed(cfg.seed),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,9 +12,11 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
+from ferkit.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from ferkit.data import class_mapping
 from ferkit.device import uses_bf16
-from ferkit.model import create_model
+from ferkit.infer.models import resolve_model
+from ferkit.model import FerResNet18, create_model
 from ferkit.train.config import TrainConfig
 
 
@@ -113,6 +116,24 @@ class EMA(torch.nn.Module):
         self.n_averaged += 1
 
 
+def load_initial_weights(model: FerResNet18, init: str) -> str:
+    """Put the weights of ``init`` (a bundled model's name, or a checkpoint or weights file written by
+    ferkit) into ``model``, refusing a network of another shape than the run's (``--init``). Returns
+    the SHA-256 of the file they came from (the file behind a name changes when a new model ships)."""
+    try:
+        path = resolve_model(init)
+        source = model_from_checkpoint(load_checkpoint(path), path)
+    except (CheckpointError, ValueError, FileNotFoundError) as e:
+        raise ValueError(f"--init {init}: {e}") from None
+    shape = lambda m: dict(classes=m.num_classes, stem=m.stem, fine_labels=m.fine_to_class,  # noqa: E731
+                           equalize=m.equalize)
+    if shape(source) != shape(model):
+        raise ValueError(f"--init {init}: its network ({shape(source)}) is not the run's ({shape(model)}); "
+                         "choose a recipe and flags that build the same network")
+    model.load_state_dict(source.state_dict())
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 @dataclass
 class TrainingParts:
     """What a run trains and how: the model, its optimizer, learning-rate schedule, loss and EMA."""
@@ -123,19 +144,23 @@ class TrainingParts:
     per_step: bool  # the schedule steps after every batch (else after every epoch)
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     ema: EMA | None
+    init_sha256: str | None = None  # the file --init's weights came from
 
 
 def build_training(cfg: TrainConfig, device: torch.device, train_labels: torch.Tensor,
                    steps_per_epoch: int) -> TrainingParts:
     """The parts of a run built from its config, as ``train``, the speed benchmark and the GPU tests
     use them: the model on ``device`` (channels_last where it runs bf16; its initial weights drawn
-    from torch's global generator), then the optimizer, schedule, loss (class weights count
-    ``train_labels``) and EMA."""
+    from torch's global generator, or ``--init``'s), then the optimizer, schedule, loss (class
+    weights count ``train_labels``) and EMA."""
     model = create_model(cfg.classes, stem=cfg.stem, fine_to_class=fine_to_class(cfg),
-                         zero_init_residual=cfg.zero_init_residual, equalize=cfg.equalize).to(device)
+                         zero_init_residual=cfg.zero_init_residual, equalize=cfg.equalize)
+    init_sha256 = load_initial_weights(model, cfg.init) if cfg.init else None
+    model = model.to(device)
     if uses_bf16(cfg.precision, device):
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)
     scheduler, unit = make_scheduler(optimizer, cfg, steps_per_epoch)
     ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
-    return TrainingParts(model, optimizer, scheduler, unit == "step", make_loss(cfg, train_labels), ema)
+    return TrainingParts(model, optimizer, scheduler, unit == "step", make_loss(cfg, train_labels), ema,
+                         init_sha256)
