@@ -1,15 +1,16 @@
 """Measure a shipped model for its card: what users get, on every label set and face set we hold.
 
     python benchmarks/model_card.py --model fast --data ../shared/data/fer2013.csv.gz \
-        --folder ../shared/wild/muxspace-dev --json reports/wild/card_fast.json
+        --folder ../shared/wild/muxspace-dev ../shared/posed/ckplus-dev --json reports/wild/card_fast.json
     python benchmarks/model_card.py --json reports/wild/card_fast.json --markdown   # its tables, for the card
     python benchmarks/model_card.py --json reports/wild/card_fast7.json --update-card src/ferkit/weights/fast7.json
 
 Through ``EmotionPredictor`` with each backend a user may get (ONNX Runtime, the int8 export, the
 default on CPUs; PyTorch fp32), with ``--tta`` views (default: EmotionPredictor's): accuracy and
 balanced accuracy on PublicTest and PrivateTest against FER2013's labels and FER+'s majority labels,
-on a labelled folder of in-the-wild face crops, and the robustness benchmark on PublicTest
-(PyTorch; ``--no-robustness`` leaves it out: with twelve views it runs for over an hour on 2 cores).
+on labelled folders of face crops (the first: in-the-wild faces, the card's "wild"), and the
+robustness benchmark on PublicTest (PyTorch; ``--no-robustness`` leaves it out: with twelve views it
+runs for over an hour on 2 cores).
 The JSON is what the card (``src/ferkit/weights/<model>.json``) quotes under ``accuracy``;
 ``--update-card`` writes them there.
 """
@@ -45,18 +46,19 @@ def markdown(card: dict, backend: str) -> str:
     """The card's tables for ``docs/MODEL_CARD.md``: per-class recall, calibration, coverage, robustness."""
     b = card[backend]
     sets = {"PrivateTest, FER2013 labels": b["PrivateTest"]["fer2013"],
-            "PrivateTest, FER+ majority": b["PrivateTest"]["ferplus"], "muxspace-dev crops": b["wild"]}
+            "PrivateTest, FER+ majority": b["PrivateTest"]["ferplus"],
+            **{f"{name} crops": f for name, f in b.get("folders", {"muxspace-dev": b["wild"]}).items()}}
     names = list(b["wild"]["recall"])
     lines = [f"| faces ({backend}, T = {b['temperature']:g}) | n | accuracy | balanced | "
              + " | ".join(f"{n} recall" for n in names) + " | ECE | NLL | Brier |",
              "|---|" + "---|" * (len(names) + 6)]
     for name, m in sets.items():
         lines.append(f"| {name} | {m['num_samples']} | {m['accuracy']:.2%} | {m['balanced_accuracy']:.2%} | "
-                     + " | ".join(f"{m['recall'][n]:.1%}" for n in names)
+                     + " | ".join(f"{m['recall'][n]:.1%}" if sum(m["confusion_matrix"][i]) else "-"  # no such face
+                                  for i, n in enumerate(names))
                      + f" | {m['ece']:.2%} | {m['nll']:.3f} | {m['brier']:.3f} |")
-    lines += ["", "| faces | " + " | ".join(f"{r['coverage']:.0%} kept" for r in sets["muxspace-dev crops"]
-                                           ["risk_coverage"]) + " |",
-              "|---|" + "---|" * len(sets["muxspace-dev crops"]["risk_coverage"])]
+    lines += ["", "| faces | " + " | ".join(f"{r['coverage']:.0%} kept" for r in b["wild"]["risk_coverage"]) + " |",
+              "|---|" + "---|" * len(b["wild"]["risk_coverage"])]
     for name, m in sets.items():
         lines.append(f"| {name} | " + " | ".join(f"{r['accuracy']:.1%} (p >= {r['min_confidence']:.2f})"
                                                  for r in m["risk_coverage"]) + " |")
@@ -82,7 +84,8 @@ def card_figures(card: dict) -> dict:
         out["ferplus_accuracy"][key] = {s: b[s]["ferplus"]["accuracy"] for s in splits}
         out["balanced_accuracy"][key] = {"PrivateTest_fer2013": b["PrivateTest"]["fer2013"]["balanced_accuracy"],
                                          "PrivateTest_ferplus": b["PrivateTest"]["ferplus"]["balanced_accuracy"],
-                                         "muxspace_dev": b["wild"]["balanced_accuracy"]}
+                                         **{name.replace("-", "_"): f["balanced_accuracy"]
+                                            for name, f in b.get("folders", {"muxspace-dev": b["wild"]}).items()}}
     int8 = card["onnxruntime-int8"]
     out["ece"] = {"onnxruntime_int8": {"PrivateTest_fer2013": int8["PrivateTest"]["fer2013"]["ece"],
                                        "muxspace_dev": int8["wild"]["ece"]}}
@@ -96,7 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="fast", help="a bundled model's name or a checkpoint")
     parser.add_argument("--data")
-    parser.add_argument("--folder", help="labelled in-the-wild face crops")
+    parser.add_argument("--folder", nargs="+", help="labelled folders of face crops, in-the-wild ones first")
     parser.add_argument("--backends", nargs="+", default=["onnx", "torch"])
     parser.add_argument("--json", required=True, help="where the figures go (with --markdown: where they are)")
     parser.add_argument("--markdown", action="store_true", help="print the card's tables from --json, measure nothing")
@@ -137,10 +140,12 @@ def main() -> None:
             result = score(predictor, arrays, split, args.folder)
             card[key][split] = {labels: summary(result[labels]) for labels in ("fer2013", "ferplus")}
             card[key]["wild"] = summary(result["wild"])
+            card[key]["folders"] = {name: summary(f) for name, f in result["folders"].items()}
             print(f"{key} {split}: " + ", ".join(f"{labels} acc {card[key][split][labels]['accuracy']:.4f} balanced "
                                                  f"{card[key][split][labels]['balanced_accuracy']:.4f}"
                                                  for labels in ("fer2013", "ferplus"))
-                  + f" | wild balanced {card[key]['wild']['balanced_accuracy']:.4f}", flush=True)
+                  + "".join(f" | {name} balanced {f['balanced_accuracy']:.4f}"
+                            for name, f in card[key]["folders"].items()), flush=True)
     if args.robustness:
         predictor = EmotionPredictor(args.model, device="cpu", backend="torch", tta=args.tta)
         pixels, _ = arrays.split("PublicTest")
