@@ -42,12 +42,17 @@ def summary(scores: dict) -> dict:
             "risk_coverage": [{k: round(v, 4) for k, v in r.items()} for r in scores["risk_coverage"]]}
 
 
+def face_sets(b: dict) -> dict:
+    """One backend's figures on each face folder, by name (a card of before ``folders``: its wild one alone)."""
+    return b.get("folders", {"muxspace-dev": b["wild"]})
+
+
 def markdown(card: dict, backend: str) -> str:
     """The card's tables for ``docs/MODEL_CARD.md``: per-class recall, calibration, coverage, robustness."""
     b = card[backend]
     sets = {"PrivateTest, FER2013 labels": b["PrivateTest"]["fer2013"],
             "PrivateTest, FER+ majority": b["PrivateTest"]["ferplus"],
-            **{f"{name} crops": f for name, f in b.get("folders", {"muxspace-dev": b["wild"]}).items()}}
+            **{f"{name} crops": f for name, f in face_sets(b).items()}}
     names = list(b["wild"]["recall"])
     lines = [f"| faces ({backend}, T = {b['temperature']:g}) | n | accuracy | balanced | "
              + " | ".join(f"{n} recall" for n in names) + " | ECE | NLL | Brier |",
@@ -85,7 +90,7 @@ def card_figures(card: dict) -> dict:
         out["balanced_accuracy"][key] = {"PrivateTest_fer2013": b["PrivateTest"]["fer2013"]["balanced_accuracy"],
                                          "PrivateTest_ferplus": b["PrivateTest"]["ferplus"]["balanced_accuracy"],
                                          **{name.replace("-", "_"): f["balanced_accuracy"]
-                                            for name, f in b.get("folders", {"muxspace-dev": b["wild"]}).items()}}
+                                            for name, f in face_sets(b).items()}}
     int8 = card["onnxruntime-int8"]
     out["ece"] = {"onnxruntime_int8": {"PrivateTest_fer2013": int8["PrivateTest"]["fer2013"]["ece"],
                                        "muxspace_dev": int8["wild"]["ece"]}}
