@@ -194,3 +194,11 @@ def test_init_starts_from_a_models_weights_and_refuses_another_network(fer_csv, 
         with pytest.raises(ValueError, match=rf"--init {init}: .*{says}"):
             parts.build_training(_cfg(fer_csv, tmp_path / "x", init=init, classes=7), torch.device("cpu"),
                                  torch.zeros(4, dtype=torch.long), 1)
+
+
+def test_emulated_bf16_is_named_before_it_runs(fer_csv, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train_module, "native_bf16", lambda device: False)
+    record = train(_cfg(fer_csv, tmp_path / "bf16", precision="bf16"))
+    assert "without bf16 arithmetic is emulated" in capsys.readouterr().out and record["config"]["precision"] == "bf16"
+    train(_cfg(fer_csv, tmp_path / "auto", precision="auto", overwrite=True))
+    assert "without bf16 arithmetic" not in capsys.readouterr().out

@@ -37,7 +37,7 @@ from ferkit.calibration import fit_view_temperature
 from ferkit.checkpoint import load_checkpoint, make_checkpoint, model_from_checkpoint, save_atomic
 from ferkit.data import Fer2013Arrays, class_names, describe_splits, load_fer2013
 from ferkit.defaults import DEFAULT_TTA
-from ferkit.device import resolve_device, resolve_precision, uses_bf16
+from ferkit.device import native_bf16, resolve_device, resolve_precision, uses_bf16
 from ferkit.evaluation import classification_metrics, plot_history, predict_logits, write_reports
 from ferkit.model import count_parameters
 from ferkit.train.augment import augment_sample, mix_batch
@@ -266,10 +266,13 @@ def train(cfg: TrainConfig, arrays: Fer2013Arrays | None = None) -> dict[str, An
     cfg, resumed = prepare_run(cfg)
     out = Path(cfg.out)
     ddp, device = setup_distributed(resolve_device(cfg.device))
-    # the checkpoint records the precision that ran, not "auto", so scoring it later repeats it
-    cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision, device))
     show = ddp.main
     log = print if show else (lambda *a, **k: None)
+    if cfg.precision == "bf16" and not native_bf16(device):
+        log(f"warning: --precision bf16 on a {device.type} without bf16 arithmetic is emulated, about 10x slower than "
+            "fp32 (--precision auto picks what this device computes fastest)")
+    # the checkpoint records the precision that ran, not "auto", so scoring it later repeats it
+    cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision, device))
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     if arrays is None:
