@@ -24,7 +24,7 @@ import sys
 
 from common import machine
 from robustness import robustness
-from wild import score
+from wild import score_folders, score_split
 
 from ferkit.data import load_fer2013, split_labels
 from ferkit.defaults import DEFAULT_TTA
@@ -142,15 +142,15 @@ def main() -> None:
         key = predictor.backend
         card[key] = {"temperature": predictor.classifier.temperature}
         for split in ("PublicTest", "PrivateTest"):
-            result = score(predictor, arrays, split, args.folder)
+            result = score_split(predictor, arrays, split)
             card[key][split] = {labels: summary(result[labels]) for labels in ("fer2013", "ferplus")}
-            card[key]["wild"] = summary(result["wild"])
-            card[key]["folders"] = {name: summary(f) for name, f in result["folders"].items()}
             print(f"{key} {split}: " + ", ".join(f"{labels} acc {card[key][split][labels]['accuracy']:.4f} balanced "
                                                  f"{card[key][split][labels]['balanced_accuracy']:.4f}"
-                                                 for labels in ("fer2013", "ferplus"))
-                  + "".join(f" | {name} balanced {f['balanced_accuracy']:.4f}"
-                            for name, f in card[key]["folders"].items()), flush=True)
+                                                 for labels in ("fer2013", "ferplus")), flush=True)
+        card[key]["folders"] = {name: summary(f) for name, f in score_folders(predictor, args.folder).items()}
+        card[key]["wild"] = next(iter(card[key]["folders"].values()))
+        print(f"{key}: " + " | ".join(f"{name} balanced {f['balanced_accuracy']:.4f}"
+                                      for name, f in card[key]["folders"].items()), flush=True)
     if args.robustness:
         predictor = EmotionPredictor(args.model, device="cpu", backend="torch", tta=args.tta)
         pixels, _ = arrays.split("PublicTest")

@@ -69,10 +69,9 @@ class Ensemble:
         return np.mean(merged, axis=0)
 
 
-def score(predictor: EmotionPredictor | Ensemble, arrays, split: str, folders: str | list[str]) -> dict:
-    """What the rule reads (and the model card quotes) for one split and the crop folders: ``wild``
-    is the first folder's, ``rule_mean`` the mean of every folder's balanced accuracy and FER+'s accuracy."""
-    folders = [folders] if isinstance(folders, str) else list(folders)
+def score_split(predictor: EmotionPredictor | Ensemble, arrays, split: str) -> dict:
+    """Accuracy, balanced accuracy and trust figures on one FER2013 split, against FER2013's labels
+    (``fer2013``) and FER+'s majority (``ferplus``, rows without one left out)."""
     pixels, _ = arrays.split(split)
     probabilities = predictor.predict_crops(list(pixels))
     predicted = probabilities.argmax(1)
@@ -84,11 +83,26 @@ def score(predictor: EmotionPredictor | Ensemble, arrays, split: str, folders: s
         m = {**classification_metrics(y[kept], predicted[kept], predictor.class_names),
              **trust_metrics(probabilities[kept], y[kept])}
         out[labels] = {key: m[key] for key in SCORES}
-    out["folders"] = {}
+    return out
+
+
+def score_folders(predictor: EmotionPredictor | Ensemble, folders: str | list[str]) -> dict[str, dict]:
+    """The same figures on each folder of labelled face crops (classified as they are), by folder name."""
+    folders = [folders] if isinstance(folders, str) else list(folders)
+    out = {}
     for folder in folders:
         w = evaluate_folder(predictor, folder, cropped=True)
-        out["folders"][Path(folder).name] = {key: w[key] for key in SCORES}
-    out["wild"] = out["folders"][Path(folders[0]).name]
+        out[Path(folder).name] = {key: w[key] for key in SCORES}
+    return out
+
+
+def score(predictor: EmotionPredictor | Ensemble, arrays, split: str, folders: str | list[str]) -> dict:
+    """What the rule reads for one split and the crop folders: :func:`score_split`'s, ``folders``
+    (:func:`score_folders`), ``wild`` the first folder's, ``rule_mean`` the mean of every folder's
+    balanced accuracy and FER+'s accuracy."""
+    out = score_split(predictor, arrays, split)
+    out["folders"] = score_folders(predictor, folders)
+    out["wild"] = next(iter(out["folders"].values()))
     measures = [f["balanced_accuracy"] for f in out["folders"].values()] + [out["ferplus"]["accuracy"]]
     out["rule_mean"] = sum(measures) / len(measures)
     return out
