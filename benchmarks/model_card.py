@@ -12,7 +12,8 @@ on labelled folders of face crops (the first: in-the-wild faces, the card's "wil
 robustness benchmark on PublicTest (PyTorch; ``--no-robustness`` leaves it out: with twelve views it
 runs for over an hour on 2 cores).
 The JSON is what the card (``src/ferkit/weights/<model>.json``) quotes under ``accuracy``;
-``--update-card`` writes them there.
+``--update-card`` writes them there (from a JSON measured ``--no-robustness``, for an export of
+unchanged weights, the card keeps its robustness figures and says which command measured them).
 """
 
 from __future__ import annotations
@@ -94,8 +95,9 @@ def card_figures(card: dict) -> dict:
     int8 = card["onnxruntime-int8"]
     out["ece"] = {"onnxruntime_int8": {"PrivateTest_fer2013": int8["PrivateTest"]["fer2013"]["ece"],
                                        "muxspace_dev": int8["wild"]["ece"]}}
-    r = card["robustness_PublicTest_torch"]
-    out["robustness_PublicTest_torch"] = {"clean": r["clean"], "mean_corrupted": r["mean_corrupted"]}
+    r = card.get("robustness_PublicTest_torch")
+    if r:
+        out["robustness_PublicTest_torch"] = {"clean": r["clean"], "mean_corrupted": r["mean_corrupted"]}
     out["measured_with"] = f"{card['command']} (test-time views: {card['tta']}; {card['date']}, {card['machine']})"
     return out
 
@@ -111,18 +113,25 @@ def main() -> None:
     parser.add_argument("--update-card", metavar="CARD_JSON",
                         help="write --json's figures into a bundled model's card JSON, measure nothing")
     parser.add_argument("--robustness", action=argparse.BooleanOptionalAction, default=True,
-                        help="also run the robustness benchmark on PublicTest (a card needs it; default: yes)")
+                        help="also run the robustness benchmark on PublicTest (default: yes; without it, "
+                             "--update-card keeps the card's, for fp16 weights it did not change)")
     parser.add_argument("--tta", default=DEFAULT_TTA, help=f"test-time views, as EmotionPredictor(tta=) (default: "
                                                           f"{DEFAULT_TTA}, as users run it)")
     args = parser.parse_args()
     if args.update_card:
         measured = json.loads(open(args.json).read())
-        missing = [k for k in (*BACKEND_KEYS, "robustness_PublicTest_torch") if k not in measured]
+        missing = [k for k in BACKEND_KEYS if k not in measured]
         if missing:
-            parser.error(f"{args.json} lacks {', '.join(missing)}: a card quotes both backends and the robustness "
-                         "benchmark (measure with the default --backends and --robustness)")
+            parser.error(f"{args.json} lacks {', '.join(missing)}: a card quotes both backends (measure with the "
+                         "default --backends)")
         card = json.loads(open(args.update_card).read())
-        card.update(card_figures(measured))
+        figures = card_figures(measured)
+        if "robustness_PublicTest_torch" not in figures:  # measured --no-robustness: the PyTorch weights' own stay
+            if "robustness_PublicTest_torch" not in card:
+                parser.error(f"{args.json} lacks the robustness benchmark and {args.update_card} has none to keep")
+            before = card["measured_with"].split("; robustness as measured by ")[-1]
+            figures["measured_with"] += f"; robustness as measured by {before}"
+        card.update(figures)
         with open(args.update_card, "w") as f:
             json.dump(card, f, indent=2)
             f.write("\n")

@@ -57,8 +57,27 @@ def test_int8_export(random_checkpoint, onnx_model, tmp_path):
     assert classifier.name == "onnxruntime-int8"
     assert path.stat().st_size < 0.35 * onnx_model.stat().st_size  # about a quarter of fp32
     assert classifier(faces[:5, None].astype(np.float32) / 255).shape == (5, 4)
+    assert int8_weight_range(path) == (-64, 64)
     with pytest.raises(ValueError, match="calibration faces must be"):
         export_onnx(random_checkpoint, tmp_path / "bad.onnx", calibration=np.zeros((4, 32, 32), np.uint8))
+
+
+def int8_weight_range(path) -> tuple[int, int]:
+    """The smallest and largest value of an ONNX model's int8 weight tensors."""
+    import onnx
+    from onnx import numpy_helper
+
+    weights = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer
+               if t.data_type == onnx.TensorProto.INT8 and np.prod(t.dims) > 1]
+    return int(min(w.min() for w in weights)), int(max(w.max() for w in weights))
+
+
+@pytest.mark.parametrize("name", ["fast", "fast7"])
+def test_bundled_int8_weights_fit_in_7_bits(name):
+    # CPUs with AVX2 and no VNNI saturate uint8 x int8 products of full-range weights (export.py)
+    from ferkit.infer.models import MODELS
+
+    assert int8_weight_range(MODELS[name].onnx) == (-64, 64)
 
 
 def test_bundled_int8_export_matches_bundled_model(face_image):

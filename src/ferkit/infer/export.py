@@ -35,14 +35,17 @@ def export_onnx(
     calibration: np.ndarray | None = None,
     ckpt: dict | None = None,
     progress: bool = False,
+    reduce_range: bool = True,
 ) -> Path:
     """Export a checkpoint to ONNX (dynamic batch, class names in the metadata).
 
     ``calibration``: uint8 faces (N, 48, 48), for example a few thousand FER2013 training images:
-    given, the model is quantized to int8 (QDQ, per-channel weights), with activation ranges
+    given, the model is quantized to int8 (QDQ, per-channel 7-bit weights), with activation ranges
     measured on them. About four times smaller, and faster on CPUs with VNNI (on these Zen 4 cores,
     ``benchmarks/inference_speed.py``: 4.5x at batch 1, 3.1x at batch 64). ``ckpt``: the checkpoint
     already loaded, if it is. ``progress``: a bar over the calibration batches, on stderr.
+    ``reduce_range=False``: full 8-bit weights, whose products CPUs without VNNI saturate; only to
+    measure that (``benchmarks/int8.py``).
     """
     import onnx
 
@@ -65,7 +68,7 @@ def export_onnx(
                     "val_accuracy": str(ckpt.get("val_accuracy")), "producer": "ferkit",
                     "temperature": str(ckpt.get("temperature", 1.0))}
         if calibration is not None:
-            fp32 = _quantize_int8(fp32, Path(tmp) / "int8.onnx", calibration, progress)
+            fp32 = _quantize_int8(fp32, Path(tmp) / "int8.onnx", calibration, progress, reduce_range)
             metadata["quantization"] = "int8"
         proto = onnx.load(str(fp32))
         for key, value in metadata.items():
@@ -74,7 +77,8 @@ def export_onnx(
     return out
 
 
-def _quantize_int8(fp32: Path, out: Path, calibration: np.ndarray, progress: bool = False) -> Path:
+def _quantize_int8(fp32: Path, out: Path, calibration: np.ndarray, progress: bool = False,
+                   reduce_range: bool = True) -> Path:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -96,8 +100,12 @@ def _quantize_int8(fp32: Path, out: Path, calibration: np.ndarray, progress: boo
     prepared = out.with_name("prepared.onnx")
     quant_pre_process(str(fp32), str(prepared))
     # uint8 activations with int8 per-channel weights: the combination ORT's x86 int8 kernels run fastest.
+    # reduce_range: weights in 7 bits. CPUs with AVX2 but no VNNI multiply uint8 by int8 with VPMADDUBSW, whose
+    # pairwise sums saturate at 16 bits with full-range weights (ONNX Runtime's quantization guide); the bundled
+    # fast lost 2.1 points of PublicTest and 5.0 of ckplus-dev balanced to it on a Zen 3 core, 0.1 and 0.3 with
+    # 7 bits (reports/int8/README.md): 2 x 255 x 64 fits in 16 bits, so no kernel saturates.
     quantize_static(str(prepared), str(out), Faces(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     nodes_to_exclude=_before_first_conv(prepared))
     return out
 
