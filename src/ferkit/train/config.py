@@ -127,7 +127,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "seed": {},
     # 2 CPU cores, 30 min: bf16, batch 256, one-cycle AdamW, EMA, fine labels; 73.73%, median of 3 seeds (reports/cpu).
     # precision auto: bf16 where the CPU computes it (AVX512-BF16 or AMX, as on the machines of reports/cpu), else
-    # fp32: emulated bf16 took 25 s a step on a Zen 3 core, fp32 2.3 s (reports/teachers/fast-eq-p25/train.log).
+    # fp32: emulated bf16 took 25 s a step on a Zen 3 core, fp32 2.3 s (reports/teachers/PLAN.md, fast-eq-p25).
     "cpu": dict(stem="imagenet", fine_labels=True, epochs=25, batch_size=256, optimizer="adamw", lr=4e-3,
                 weight_decay=0.01, schedule="onecycle", warmup_epochs=3, label_smoothing=0.1, flip=0.5, rotation=10.0,
                 min_crop=0.85, shift=0.05, erasing=0.0, ema=0.995, tta="tencrop_full", val_tta="flip",
