@@ -77,8 +77,7 @@ def export_onnx(
     return out
 
 
-def _quantize_int8(fp32: Path, out: Path, calibration: np.ndarray, progress: bool = False,
-                   reduce_range: bool = True) -> Path:
+def _quantize_int8(fp32: Path, out: Path, calibration: np.ndarray, progress: bool, reduce_range: bool) -> Path:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
