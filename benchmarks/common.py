@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
 
+from ferkit.device import describe_machine
+
 
 def machine(device: torch.device | None = None) -> str:
-    """A one-line description of where a benchmark ran."""
-    text = f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}"
-    if device is not None and device.type == "cuda":
-        text += f", {torch.cuda.get_device_name(device)}"
-    return text
+    """A one-line description of where a benchmark ran: the machine and torch's version."""
+    return f"{describe_machine(device)}, torch {torch.__version__}"
 
 
 def timed_median(fn: Callable[[], object], repeats: int) -> float:

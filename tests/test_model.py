@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from ferkit.device import native_bf16, uses_bf16
+from ferkit.device import channels_last, describe_machine, native_bf16, uses_bf16
 from ferkit.model import count_parameters, create_model
 
 
@@ -117,6 +117,20 @@ def test_auto_precision_is_bf16_only_where_the_cpu_has_bf16_arithmetic(monkeypat
     cpu = torch.device("cpu")
     assert native_bf16(cpu) is native and uses_bf16("auto", cpu) is native
     assert uses_bf16("bf16", cpu) and not uses_bf16("fp32", cpu)
+
+
+def test_training_layout_is_channels_last_on_cpus_and_with_bf16_unless_asked():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert channels_last("auto", "fp32", cpu) and channels_last("auto", "bf16", gpu)
+    assert not channels_last("auto", "fp32", gpu) and not channels_last("contiguous", "bf16", cpu)
+    assert channels_last("channels_last", "fp32", gpu)
+
+
+def test_the_machine_is_named_by_architecture_and_cores():
+    import os
+    import platform
+
+    assert describe_machine().startswith(f"{platform.machine()}, {os.cpu_count()} cores")
 
 
 def test_histogram_equalization_is_opencvs():

@@ -9,6 +9,7 @@ DETECTORS = ("haar", "yunet")
 DEFAULT_DETECTOR = "yunet"
 BACKENDS = ("auto", "torch", "onnx")  # auto: ONNX Runtime on the CPU when installed, else PyTorch
 PRECISIONS = ("auto", "bf16", "fp32")
+LAYOUTS = ("auto", "channels_last", "contiguous")
 STEMS = ("imagenet", "cifar")
 LABEL_SETS = ("fer2013", "ferplus")
 OUTPUT_FORMATS = ("csv", "jsonl")  # what ferkit predict writes: a row per face, or a JSON object per face

@@ -1,6 +1,10 @@
-"""Where and in what precision the network runs: device choice and bfloat16 autocast."""
+"""Where and in what precision the network runs: device choice, bfloat16 autocast, memory layout,
+and the machine described for the records that quote its figures."""
 
 from __future__ import annotations
+
+import os
+import platform
 
 import torch
 
@@ -35,6 +39,29 @@ def uses_bf16(precision: str, device: torch.device) -> bool:
     return precision == "bf16" or (precision == "auto" and native_bf16(device))
 
 
+def channels_last(layout: str, precision: str, device: torch.device) -> bool:
+    """Whether training runs the model and its batches channels_last: ``auto`` means with bf16 and on
+    every CPU, where oneDNN's convolutions are faster in that layout in fp32 too
+    (``benchmarks/train_speed.py --vs contiguous``; reports/cpu/README.md)."""
+    if layout != "auto":
+        return layout == "channels_last"
+    return uses_bf16(precision, device) or device.type == "cpu"
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     """The precision that runs on ``device``: ``bf16`` or ``fp32`` (``auto`` resolved)."""
     return "bf16" if uses_bf16(precision, device) else "fp32"
+
+
+def describe_machine(device: torch.device | None = None) -> str:
+    """This machine in a few words, for records of what ran where: architecture, cores, CPU model
+    (from /proc/cpuinfo, where there is one) and the GPU of a CUDA ``device``."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        cpu = ""
+    text = f"{platform.machine()}, {os.cpu_count()} cores{', ' + cpu if cpu else ''}"
+    if device is not None and device.type == "cuda":
+        text += f", {torch.cuda.get_device_name(device)}"
+    return text

@@ -196,6 +196,29 @@ def test_init_starts_from_a_models_weights_and_refuses_another_network(fer_csv, 
                                  torch.zeros(4, dtype=torch.long), 1)
 
 
+def test_cpu_training_runs_channels_last_and_learns_what_contiguous_learns(fer_csv, tmp_path):
+    import numpy as np
+
+    device, labels = torch.device("cpu"), torch.tensor([0, 1, 2, 3] * 4)
+    x = torch.rand(16, 1, 48, 48, generator=torch.Generator().manual_seed(0))
+    losses, weights = {}, {}
+    for layout in ("auto", "contiguous"):
+        cfg = _cfg(fer_csv, tmp_path / layout, layout=layout, precision="fp32", ema=0.0)
+        torch.manual_seed(0)
+        built = parts.build_training(cfg, device, labels, 2)
+        conv = built.model.layer1[0].conv1.weight  # conv1 has one input channel: both layouts at once
+        assert conv.is_contiguous(memory_format=torch.channels_last) is (layout == "auto")
+        losses[layout], _ = train_module.train_one_epoch(built, iter([(x, labels), (x.flip(-1), labels)]), 2, cfg,
+                                                         np.random.default_rng(0), torch.Generator(), device)
+        weights[layout] = {k: v.detach().clone() for k, v in built.model.named_parameters()}
+    torch.testing.assert_close(losses["auto"], losses["contiguous"], rtol=1e-3, atol=0)
+    # Adam's first steps move a weight by about lr whatever its gradient's size: where a gradient is
+    # near 0, float rounding may flip its sign, so two steps agree to 2 * 2 lr, not to rounding
+    for name, value in weights["auto"].items():
+        torch.testing.assert_close(value, weights["contiguous"][name], atol=4 * cfg.lr, rtol=0,
+                                   msg=lambda m, name=name: f"{name}: {m}")
+
+
 def test_emulated_bf16_is_named_before_it_runs(fer_csv, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(train_module, "native_bf16", lambda device: False)
     record = train(_cfg(fer_csv, tmp_path / "bf16", precision="bf16"))

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ferkit.defaults import LABEL_SETS, PRECISIONS, STEMS, TTA_MODES
+from ferkit.defaults import LABEL_SETS, LAYOUTS, PRECISIONS, STEMS, TTA_MODES
 
 
 def knob(default: Any, help: str, choices: tuple | None = None, run: bool = False,
@@ -34,6 +34,8 @@ class TrainConfig:
     pipeline: str = knob("tensor", "tensor: batches made and augmented on the device; dataloader: the classic "
                          "per-sample Dataset + DataLoader", ("tensor", "dataloader"), run=True)
     compile: bool = knob(False, "torch.compile the model", run=True)
+    layout: str = knob("auto", "memory layout of the model and its batches in training: auto (channels_last on "
+                       "CPUs and with bf16), channels_last or contiguous", LAYOUTS, run=True)
     resume: bool = knob(False, "continue from <out>/last.pth (its recipe wins over the flags)", run=True)
     overwrite: bool = knob(False, "replace the run already in --out (without it, or --resume, an --out holding a "
                            "run is refused)", run=True)
@@ -98,7 +100,7 @@ class TrainConfig:
     tta: str = knob("none", "test-time views scoring the chosen checkpoint", TTA_MODES)
     val_tta: str = knob("", "test-time views of the per-epoch PublicTest scoring that chooses the checkpoint "
                         "('': as --tta)", ("", *TTA_MODES))
-    precision: str = knob("auto", "auto (bf16 autocast + channels_last where the device computes in bf16), "
+    precision: str = knob("auto", "auto (bf16 autocast where the device computes in bf16), "
                           "bf16 or fp32", PRECISIONS)
 
     def __post_init__(self) -> None:

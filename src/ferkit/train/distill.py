@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -36,6 +35,7 @@ import torch
 
 from ferkit.checkpoint import load_checkpoint, model_from_checkpoint, write_atomic
 from ferkit.data import EMOTIONS_7, Fer2013Arrays, class_names, merge_columns, split_labels
+from ferkit.device import describe_machine
 from ferkit.evaluation import classification_metrics
 from ferkit.folders import folder_class, list_folder
 from ferkit.infer.predictor import load_image, resize_face
@@ -158,7 +158,7 @@ def write_record(out: Path, model: Path, arrays: Fer2013Arrays, ckpt: dict | Non
         "name": out.name, "model": shown.as_posix(), "model_sha256": hashlib.sha256(model.read_bytes()).hexdigest(),
         "labels": list(teacher.labels), "views": teacher.views, "config": ckpt.get("config", {}),
         "command": train_command(ckpt["config"]) if ckpt.get("config") else None, "epoch": ckpt.get("epoch"),
-        "machine": machine(), "torch": torch.__version__, "date": date.today().isoformat(),
+        "machine": describe_machine(), "torch": torch.__version__, "date": date.today().isoformat(),
         "files": {LOGITS_FILE: hashlib.sha256((out / LOGITS_FILE).read_bytes()).hexdigest()},
         "scores": teacher_scores([teacher], arrays),
     }
@@ -176,16 +176,6 @@ def describe_teacher(out: str | os.PathLike) -> str:
     lines += [f"  {views} views: " + ", ".join(f"{k} {v:.2%}" for k, v in scores.items())
               for views, scores in record["scores"].items()]
     return "\n".join(lines)
-
-
-def machine() -> str:
-    """This machine in a few words: architecture, cores and CPU model."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:
-        cpu = ""
-    return f"{platform.machine()}, {os.cpu_count()} cores{', ' + cpu if cpu else ''}"
 
 
 def read_teacher(path: str | os.PathLike, arrays: Fer2013Arrays) -> Teacher:

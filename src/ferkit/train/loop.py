@@ -37,7 +37,7 @@ from ferkit.calibration import fit_view_temperature
 from ferkit.checkpoint import load_checkpoint, make_checkpoint, model_from_checkpoint, save_atomic
 from ferkit.data import Fer2013Arrays, class_names, describe_splits, load_fer2013
 from ferkit.defaults import DEFAULT_TTA
-from ferkit.device import native_bf16, resolve_device, resolve_precision, uses_bf16
+from ferkit.device import channels_last, native_bf16, resolve_device, resolve_precision, uses_bf16
 from ferkit.evaluation import classification_metrics, plot_history, predict_logits, write_reports
 from ferkit.model import count_parameters
 from ferkit.train.augment import augment_sample, mix_batch
@@ -93,7 +93,7 @@ def train_one_epoch(parts: TrainingParts, batches, num_batches, cfg, mix_rng, au
     model = parts.model if model is None else model
     optimizer, loss_fn, ema = parts.optimizer, parts.loss_fn, parts.ema
     model.train()
-    amp = uses_bf16(cfg.precision, device)
+    amp, layout = uses_bf16(cfg.precision, device), channels_last(cfg.layout, cfg.precision, device)
     # Running sums stay on the device: the host syncs only when the progress bar is refreshed.
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device)
@@ -102,7 +102,7 @@ def train_one_epoch(parts: TrainingParts, batches, num_batches, cfg, mix_rng, au
                disable=not show)
     for step, (x, y) in enumerate(bar, 1):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if amp:
+        if layout:
             x = x.contiguous(memory_format=torch.channels_last)
         mixing = cfg.mixup > 0 or cfg.cutmix > 0
         if mixing:

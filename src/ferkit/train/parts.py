@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from ferkit.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from ferkit.data import class_mapping
-from ferkit.device import uses_bf16
+from ferkit.device import channels_last
 from ferkit.infer.models import resolve_model
 from ferkit.model import FerResNet18, create_model
 from ferkit.train.config import TrainConfig
@@ -150,14 +150,14 @@ class TrainingParts:
 def build_training(cfg: TrainConfig, device: torch.device, train_labels: torch.Tensor,
                    steps_per_epoch: int) -> TrainingParts:
     """The parts of a run built from its config, as ``train``, the speed benchmark and the GPU tests
-    use them: the model on ``device`` (channels_last where it runs bf16; its initial weights drawn
-    from torch's global generator, or ``--init``'s), then the optimizer, schedule, loss (class
-    weights count ``train_labels``) and EMA."""
+    use them: the model on ``device`` (channels_last where :func:`ferkit.device.channels_last` says;
+    its initial weights drawn from torch's global generator, or ``--init``'s), then the optimizer,
+    schedule, loss (class weights count ``train_labels``) and EMA."""
     model = create_model(cfg.classes, stem=cfg.stem, fine_to_class=fine_to_class(cfg),
                          zero_init_residual=cfg.zero_init_residual, equalize=cfg.equalize)
     init_sha256 = load_initial_weights(model, cfg.init) if cfg.init else None
     model = model.to(device)
-    if uses_bf16(cfg.precision, device):
+    if channels_last(cfg.layout, cfg.precision, device):
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)
     scheduler, unit = make_scheduler(optimizer, cfg, steps_per_epoch)
