@@ -196,6 +196,23 @@ def test_init_starts_from_a_models_weights_and_refuses_another_network(fer_csv, 
                                  torch.zeros(4, dtype=torch.long), 1)
 
 
+def test_keep_last_keeps_the_last_epoch_where_best_keeps_the_best(fer_csv, tmp_path, monkeypatch):
+    real_score = train_module._score
+    for keep, kept_epoch in (("best", 1), ("last", 2)):
+        falling = iter([0.9, 0.8])  # each epoch's PublicTest accuracy worse than the one before
+
+        def score(*args, falling=falling):  # then PrivateTest's, as it is
+            loss, accuracy, logits = real_score(*args)
+            return loss, next(falling, accuracy), logits
+
+        monkeypatch.setattr(train_module, "_score", score)
+        record = train(_cfg(fer_csv, tmp_path / keep, epochs=2, keep=keep))
+        assert record["best_epoch"] == kept_epoch
+        assert load_checkpoint(tmp_path / keep / BEST_CHECKPOINT)["epoch"] == kept_epoch
+    with pytest.raises(ValueError, match="--keep last .* --early-stopping"):
+        train(_cfg(fer_csv, tmp_path / "stop", keep="last", early_stopping=2))
+
+
 def test_cpu_training_runs_channels_last_and_learns_what_contiguous_learns(fer_csv, tmp_path):
     import numpy as np
 

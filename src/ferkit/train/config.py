@@ -97,6 +97,8 @@ class TrainConfig:
                       "(0: off)", bounds=(0, 0.9999))
     early_stopping: int = knob(0, "stop after this many epochs without a better PublicTest accuracy (0: off)",
                                bounds=(0, None))
+    keep: str = knob("best", "which epoch's weights the run keeps (fer_resnet18_best.pth): the best PublicTest "
+                     "accuracy, or the last epoch's (for short runs whose epochs differ by noise)", ("best", "last"))
     tta: str = knob("none", "test-time views scoring the chosen checkpoint", TTA_MODES)
     val_tta: str = knob("", "test-time views of the per-epoch PublicTest scoring that chooses the checkpoint "
                         "('': as --tta)", ("", *TTA_MODES))
@@ -186,6 +188,9 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError("FER+'s votes and --teacher make soft targets, which --loss focal does not take")
     if cfg.pipeline == "dataloader" and cfg.labels != "fer2013":
         raise ValueError("--pipeline dataloader trains on FER2013's labels only; use --pipeline tensor")
+    if cfg.keep == "last" and cfg.early_stopping:
+        raise ValueError("--keep last keeps the last epoch whatever PublicTest says: --early-stopping has nothing to "
+                         "stop on")
     if cfg.classes == 8 and (cfg.labels != "ferplus" or cfg.fine_labels):
         raise ValueError("--classes 8 is FER+'s task: it needs --labels ferplus and no --fine-labels")
 

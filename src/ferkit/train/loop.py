@@ -9,10 +9,10 @@
 The whole training split sits on the training device as one uint8 tensor; each step gathers a
 batch, scales it to [0, 1] and augments it there in batched tensor operations (``train.batches``,
 ``train.augment``). ``--pipeline dataloader`` swaps in the classic per-sample ``Dataset`` +
-``DataLoader`` instead. The best epoch on PublicTest is checkpointed; ``last.pth`` is written
-(atomically) after every epoch so ``--resume`` can continue an interrupted run; at the end the best
-weights are calibrated (a temperature fitted on PublicTest, stored in the checkpoint) and
-scored on PrivateTest.
+``DataLoader`` instead. The best epoch on PublicTest (or the last, ``--keep last``) is
+checkpointed; ``last.pth`` is written (atomically) after every epoch so ``--resume`` can continue
+an interrupted run; at the end the kept weights are calibrated (a temperature fitted on
+PublicTest, stored in the checkpoint) and scored on PrivateTest.
 """
 
 from __future__ import annotations
@@ -206,12 +206,12 @@ def resume_state(resumed: dict[str, Any], parts: TrainingParts, randomness: RunR
 
 
 def save_epoch(out: Path, parts: TrainingParts, state: RunState, config: dict[str, Any], randomness: RunRandomness,
-               val_accuracy: float, improved: bool) -> None:
+               val_accuracy: float, kept: bool) -> None:
     """The epoch's checkpoints, each written atomically: the weights that are scored (the EMA's
-    where there is one) as the best when PublicTest improved, and ``last.pth`` (everything
-    ``--resume`` needs) always."""
+    where there is one) as the best when the run keeps this epoch (``--keep``), and ``last.pth``
+    (everything ``--resume`` needs) always."""
     optimizer, scheduler, ema = parts.optimizer, parts.scheduler, parts.ema
-    if improved:
+    if kept:
         save_atomic(make_checkpoint(ema.module if ema is not None else parts.model, epoch=state.epoch,
                                     val_accuracy=val_accuracy, config=config, optimizer_state=optimizer.state_dict(),
                                     scheduler_state=scheduler.state_dict()), out / BEST_CHECKPOINT)
@@ -253,7 +253,7 @@ def finish_run(out: Path, cfg: TrainConfig, state: RunState, arrays: Fer2013Arra
         "train_seconds": round(train_seconds, 1), "device": str(device), "processes": processes,
         "torch": torch.__version__, "config": config,
     })
-    log(f"best epoch {state.best_epoch}: PublicTest {public_accuracy:.4f}, PrivateTest "
+    log(f"{cfg.keep} epoch {state.best_epoch}: PublicTest {public_accuracy:.4f}, PrivateTest "
         f"{metrics['accuracy']:.4f} (TTA {cfg.tta}; {train_seconds / 60:.1f} min of training) -> {out}")
     return record
 
@@ -341,15 +341,15 @@ def train(cfg: TrainConfig, arrays: Fer2013Arrays | None = None) -> dict[str, An
         for key, value in zip(state.history, (train_loss, train_acc, val_loss, val_acc, lr, seconds), strict=True):
             state.history[key].append(value)
         state.epoch = epoch
-        improved = val_acc > state.best_accuracy
-        if improved:
+        kept = val_acc > state.best_accuracy or cfg.keep == "last"  # the weights fer_resnet18_best.pth holds
+        if kept:
             state.best_accuracy, state.best_epoch, state.epochs_without_improvement = val_acc, epoch, 0
         else:
             state.epochs_without_improvement += 1
         if ddp.main:
-            save_epoch(out, parts, state, config, randomness, val_acc, improved)
+            save_epoch(out, parts, state, config, randomness, val_acc, kept)
         log(f"epoch {epoch:>3}/{cfg.epochs} | train loss {train_loss:.4f} acc {train_acc:.4f} | "
-            f"val loss {val_loss:.4f} acc {val_acc:.4f}{' *' if improved else ''} | lr {lr:.2e} | {seconds:.1f}s",
+            f"val loss {val_loss:.4f} acc {val_acc:.4f}{' *' if kept else ''} | lr {lr:.2e} | {seconds:.1f}s",
             flush=True)
         if cfg.early_stopping and state.epochs_without_improvement >= cfg.early_stopping:
             log(f"early stopping: no better PublicTest accuracy for {cfg.early_stopping} epochs")
