@@ -26,7 +26,7 @@ import numpy as np
 from common import machine
 
 from ferkit.data import load_fer2013
-from ferkit.train.distill import Teacher, read_teacher, teacher_scores
+from ferkit.train.distill import Teacher, mean_probabilities, read_teacher, teacher_scores
 
 
 def with_rule_mean(scores: dict) -> dict:
@@ -44,8 +44,8 @@ def follows(teachers: list[Teacher], others: dict[str, Teacher], arrays) -> dict
     out = {}
     for split in ("Training", "PublicTest"):
         rows = arrays.rows(split)
-        probs = {name: t.probabilities(t.logits[rows], 4, 1.0, "flip") for name, t in others.items()}
-        mean = np.mean([t.probabilities(t.logits[rows], 4, 1.0, "flip") for t in teachers], axis=0)
+        probs = {name: t.probabilities(t.logits[rows], 4, views="flip") for name, t in others.items()}
+        mean = mean_probabilities(teachers, lambda t, rows=rows: t.logits[rows], 4, views="flip")
         log_mean = np.log(np.clip(mean, 1e-8, None))
         out[split] = {name: {"agreement": round(float((p.argmax(1) == mean.argmax(1)).mean()), 4),
                              "kl": round(float((mean * (log_mean - np.log(np.clip(p, 1e-8, None)))).sum(1).mean()), 4)}

@@ -216,8 +216,15 @@ def teacher_probabilities(paths: Sequence[str | os.PathLike] | str, arrays: Fer2
     over the teachers at ``paths`` of each one's views averaged at ``temperature``."""
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     training = arrays.rows("Training")
-    return np.mean([t.probabilities(t.logits[training], num_labels, temperature)
-                    for t in (read_teacher(p, arrays) for p in paths)], axis=0)
+    return mean_probabilities([read_teacher(p, arrays) for p in paths], lambda t: t.logits[training], num_labels,
+                              temperature)
+
+
+def mean_probabilities(teachers: Sequence[Teacher], pick, num_labels: int, temperature: float = 1.0,
+                       views: str = "all") -> np.ndarray:
+    """The bank's mean: each teacher's probabilities (n, ``num_labels``) of the logits ``pick(teacher)``
+    selects (n, V, L), averaged over ``teachers`` (:meth:`Teacher.probabilities` for the arguments)."""
+    return np.mean([t.probabilities(pick(t), num_labels, temperature, views) for t in teachers], axis=0)
 
 
 def teacher_scores(teachers: Sequence[Teacher], arrays: Fer2013Arrays, num_classes: int = 4,
@@ -230,7 +237,7 @@ def teacher_scores(teachers: Sequence[Teacher], arrays: Fer2013Arrays, num_class
               if all(t.folders[name][0] == teachers[0].folders[name][0] for t in teachers)}
 
     def mean(pick, views: str) -> np.ndarray:
-        return np.mean([t.probabilities(pick(t), num_classes, temperature, views) for t in teachers], axis=0)
+        return mean_probabilities(teachers, pick, num_classes, temperature, views)
 
     out: dict = {}
     for views in SCORED_VIEWS if any(t.views != "flip" for t in teachers) else ("flip",):
