@@ -32,24 +32,12 @@ import numpy as np
 import torch
 from common import machine
 
-from ferkit.data import load_fer2013, map_labels, merge_columns, split_labels
+from ferkit.calibration import training_log_prior
+from ferkit.data import load_fer2013, merge_columns, split_labels
 from ferkit.defaults import TTA_MODES
 from ferkit.evaluation import classification_metrics, trust_metrics
 from ferkit.folders import evaluate_folder
 from ferkit.infer.predictor import EmotionPredictor
-
-
-def training_log_prior(arrays, model, per: str = "labels") -> torch.Tensor:
-    """log of the Training split's frequency of each label the model's last layer scores (``labels``),
-    or of the class that label is merged into (``classes``)."""
-    emotion = arrays.split("Training")[1]
-    if per == "classes" and model.fine_to_class is not None:
-        counts = np.bincount(map_labels(emotion, model.num_classes), minlength=model.num_classes)[model.fine_to_class]
-    else:
-        fitted = 7 if model.fine_to_class is not None else model.num_classes
-        counts = np.bincount(map_labels(emotion, fitted), minlength=fitted)
-    return torch.from_numpy(np.log(counts / counts.sum())).float()
-
 
 SCORES = ("accuracy", "balanced_accuracy", "num_samples", "confusion_matrix", "per_class", "calibration",
           "risk_coverage")

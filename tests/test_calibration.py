@@ -13,8 +13,9 @@ from ferkit.calibration import (
     fit_temperature,
     nll,
     risk_coverage,
+    training_log_prior,
 )
-from ferkit.checkpoint import CheckpointError, load_checkpoint, save_atomic
+from ferkit.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_atomic
 from ferkit.cli import main
 from ferkit.infer.backends import load_classifier, onnxruntime_available
 from ferkit.infer.export import export_onnx, set_onnx_temperature
@@ -138,6 +139,39 @@ def test_calibrate_fits_on_public_test_and_writes_a_copy(random_checkpoint, fer_
     assert load_checkpoint(random_checkpoint)["temperature"] == 1.0  # the original is untouched
     again, path = calibrate_model(random_checkpoint, fer_csv, tmp_path / "again.pth")
     assert again == temperature and path == tmp_path / "again.pth"
+
+
+def test_logit_adjustment_takes_the_training_prior_off_the_bias_and_ships_in_the_weights(
+    random_checkpoint, fer_csv, tmp_path, capsys
+):
+    from ferkit.data import load_fer2013
+    from ferkit.infer.export import export_weights
+
+    out = tmp_path / "adjusted.pth"
+    assert main(["calibrate", str(random_checkpoint), "--data", str(fer_csv), "--out", str(out),
+                 "--logit-adjustment", "0.5"]) == 0
+    assert "logit adjustment tau 0.5, temperature" in capsys.readouterr().out
+    before, after = load_checkpoint(random_checkpoint), load_checkpoint(out)
+    model = model_from_checkpoint(before)
+    log_prior = training_log_prior(load_fer2013(fer_csv), model)
+    assert log_prior.shape == model.fc.bias.shape and torch.all(log_prior < 0)
+    shift = after["model_state_dict"]["fc.bias"] - before["model_state_dict"]["fc.bias"]
+    torch.testing.assert_close(shift, -0.5 * log_prior)  # rarer labels gain the most
+    assert after["logit_adjustment"]["tau"] == 0.5 and "logit_adjustment" not in before
+    assert all(torch.equal(after["model_state_dict"][k], v) for k, v in before["model_state_dict"].items()
+               if k != "fc.bias")
+    shipped = load_checkpoint(export_weights(out, tmp_path / "adjusted_fp16.pt"))  # kept by the fp16 export
+    assert shipped["logit_adjustment"]["tau"] == 0.5 and shipped["temperature"] == after["temperature"]
+    # twice, into the checkpoint itself, or into an ONNX export: refused before anything is written
+    assert main(["calibrate", str(out), "--data", str(fer_csv), "--out", str(tmp_path / "twice.pth"),
+                 "--logit-adjustment", "0.5"]) == 2
+    assert main(["calibrate", str(random_checkpoint), "--data", str(fer_csv), "--logit-adjustment", "0.5"]) == 2
+    assert main(["calibrate", str(random_checkpoint), "--data", str(fer_csv), "--out", str(tmp_path / "x.pth"),
+                 "--logit-adjustment", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "already adjusted (tau 0.5)" in err and "say where the adjusted copy goes" in err and "(0, 2]" in err
+    assert not (tmp_path / "twice.pth").exists() and not (tmp_path / "x.pth").exists()
+    assert load_checkpoint(random_checkpoint)["temperature"] == 1.0
 
 
 def test_min_confidence_abstains_without_changing_the_numbers(random_checkpoint, face_image):

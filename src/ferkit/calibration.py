@@ -4,6 +4,7 @@
     report = calibration_metrics(probabilities, labels)    # ECE, NLL, Brier, reliability bins
     table = risk_coverage(probabilities, labels)           # accuracy when the least sure are left out
     calibrate_model("runs/x/fer_resnet18_best.pth", "fer2013.csv.gz")  # fit on PublicTest, store in the file
+    calibrate_model(path, data, out, tau=0.5)  # first take 0.5 x log(Training prior) off the last layer's bias
 
 A model's temperature ``T`` divides its logits before the softmax (Guo et al. 2017): it changes how
 sure the model says it is, never which class one view picks (an average of views, rarely). ferkit
@@ -11,6 +12,11 @@ stores it in the checkpoint (and in an ONNX export's metadata), and both backend
 entry point reports calibrated scores. It is fitted for the test-time views every entry point
 averages (``DEFAULT_TTA``): their mean is less sure than each view alone, so a temperature fitted on
 one view would leave it underconfident.
+
+Post-hoc logit adjustment (Menon et al. 2021) changes which class is picked: ``tau * log(prior)``,
+the prior being each fitted label's frequency in FER2013's Training split, is taken off the logits,
+so that rare labels (disgust: 1.5% of Training) are called more often. It is a change of the last
+layer's bias, so it ships inside the weights (:func:`adjust_checkpoint`), recorded in the file.
 """
 
 from __future__ import annotations
@@ -195,13 +201,53 @@ def fit_view_temperature(model, images, labels: np.ndarray, tta: str = DEFAULT_T
     return fit_temperature(logits[:, kept], labels[kept])
 
 
+def training_log_prior(arrays, model, per: str = "labels") -> torch.Tensor:
+    """log of the frequency in FER2013's Training split (``arrays``) of each label ``model``'s last
+    layer scores (``labels``), or of the class each is merged into (``classes``)."""
+    from ferkit.data import map_labels
+
+    emotion = arrays.split("Training")[1]
+    if per == "classes" and model.fine_to_class is not None:
+        counts = np.bincount(map_labels(emotion, model.num_classes), minlength=model.num_classes)[model.fine_to_class]
+    else:
+        fitted = 7 if model.fine_to_class is not None else model.num_classes
+        counts = np.bincount(map_labels(emotion, fitted), minlength=fitted)
+    return torch.from_numpy(np.log(counts / counts.sum())).float()
+
+
+def adjust_checkpoint(model: str | os.PathLike, arrays, tau: float, out: str | os.PathLike) -> Path:
+    """A copy at ``out`` of the PyTorch checkpoint or weights file ``model`` with ``tau`` times the
+    log Training prior of its labels taken off its last layer's bias (``arrays``: FER2013), the
+    adjustment recorded in the file (``logit_adjustment``); its temperature is kept, to be refitted."""
+    from ferkit.checkpoint import load_checkpoint, model_from_checkpoint, save_atomic
+
+    if Path(model).suffix == ".onnx":
+        raise ValueError(f"{model}: logit adjustment changes the weights: give the PyTorch checkpoint or weights "
+                         "file, then export it")
+    if not 0 < tau <= 2:
+        raise ValueError(f"--logit-adjustment must be in (0, 2], got {tau:g}")
+    ckpt = load_checkpoint(model)
+    if "logit_adjustment" in ckpt:
+        raise ValueError(f"{model}: already adjusted (tau {ckpt['logit_adjustment']['tau']:g}); start from the "
+                         "file before it")
+    network = model_from_checkpoint(ckpt, model)
+    with torch.no_grad():
+        network.fc.bias -= tau * training_log_prior(arrays, network)
+    dtype = ckpt["model_state_dict"]["fc.bias"].dtype
+    ckpt["model_state_dict"]["fc.bias"] = network.fc.bias.detach().to(dtype)
+    ckpt["logit_adjustment"] = {"tau": float(tau), "prior": "FER2013 Training frequency of each fitted label"}
+    save_atomic(ckpt, out)
+    return Path(out)
+
+
 def calibrate_model(model: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike | None = None,
-                    labels: str = "fer2013", tta: str = DEFAULT_TTA) -> tuple[float, Path]:
+                    labels: str = "fer2013", tta: str = DEFAULT_TTA, tau: float = 0.0) -> tuple[float, Path]:
     """Fit a model's temperature on FER2013 PublicTest (scored as :class:`ferkit.EmotionPredictor`
     runs it: PyTorch fp32 for a checkpoint, ONNX Runtime for an export, the probabilities of the
     test-time views ``tta`` averaged; ``labels``: FER2013's or FER+'s majority) and store it: in a
-    copy of the checkpoint at ``out``, or in the file itself (ONNX: its metadata). Returns the
-    temperature and the file written."""
+    copy of the checkpoint at ``out``, or in the file itself (ONNX: its metadata). ``tau`` > 0 first
+    applies logit adjustment (:func:`adjust_checkpoint`; PyTorch files only, into ``out``). Returns
+    the temperature and the file written."""
     from ferkit.checkpoint import load_checkpoint, save_atomic
     from ferkit.data import load_fer2013, split_labels
     from ferkit.infer.backends import load_classifier
@@ -210,8 +256,10 @@ def calibrate_model(model: str | os.PathLike, data: str | os.PathLike, out: str 
     model, out = Path(model), Path(out or model)
     if model.suffix == ".onnx" and out.suffix != ".onnx":
         raise ValueError(f"an ONNX model's temperature goes into an ONNX file, not {out}")
-    classifier = load_classifier(model, "onnx" if model.suffix == ".onnx" else "torch", torch.device("cpu"))
     arrays = load_fer2013(data)
+    if tau:
+        model = adjust_checkpoint(model, arrays, tau, out)
+    classifier = load_classifier(model, "onnx" if model.suffix == ".onnx" else "torch", torch.device("cpu"))
     pixels, _ = arrays.split("PublicTest")
     y = split_labels(arrays, "PublicTest", len(classifier.class_names), labels)
     images = torch.from_numpy(np.ascontiguousarray(pixels[:, None]))

@@ -12,6 +12,7 @@ each a thin call into the library, which never parses flags.
     ferkit serve     [--host 127.0.0.1] [--port 8000] [--model PATH]               # web service and live page
     ferkit export    [--model NAME|PATH] [--weights OUT.pt] [--onnx OUT.onnx [--int8 --calibration-data CSV]]
     ferkit calibrate MODEL --data fer2013.csv.gz [--out CALIBRATED]                # temperature scaling
+                     [--logit-adjustment TAU]                                 # rare labels called more
     ferkit teach     MODEL --data fer2013.csv.gz --out reports/teachers/NAME       # then train --teacher
 
 Parsing imports neither torch nor OpenCV: ``ferkit --help`` answers at once; each command imports
@@ -375,14 +376,20 @@ def calibrate_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", choices=defaults.TTA_MODES, default=defaults.DEFAULT_TTA,
                    help="fit for these test-time views, their probabilities averaged (default: "
                    f"{defaults.DEFAULT_TTA}, what every entry point uses)")
+    p.add_argument("--logit-adjustment", type=float, default=0.0, metavar="TAU",
+                   help="first take TAU x log(each label's FER2013 Training frequency) off the last layer's bias, "
+                   "so that rare labels such as disgust are called more often (PyTorch files, into --out; default: 0)")
 
 
 def calibrate_run(args: argparse.Namespace) -> int:
     from ferkit.calibration import calibrate_model
 
-    temperature, out = calibrate_model(args.model, args.data, args.out, args.labels, args.tta)
-    print(f"temperature {temperature:g} (fitted on PublicTest, {args.labels} labels, test-time views: {args.tta}) "
-          f"written to {out}")
+    if args.logit_adjustment and not args.out:
+        raise ValueError("--logit-adjustment changes the weights: say where the adjusted copy goes (--out)")
+    temperature, out = calibrate_model(args.model, args.data, args.out, args.labels, args.tta, args.logit_adjustment)
+    adjusted = f"logit adjustment tau {args.logit_adjustment:g}, " if args.logit_adjustment else ""
+    print(f"{adjusted}temperature {temperature:g} (fitted on PublicTest, {args.labels} labels, test-time views: "
+          f"{args.tta}) written to {out}")
     return 0
 
 

@@ -166,9 +166,9 @@ def export_weights(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Pat
     """A compact inference copy of a checkpoint: fp16 weights and metadata, no optimizer state."""
     ckpt = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt, checkpoint)
+    kept = {key: ckpt[key] for key in ("temperature", "logit_adjustment") if key in ckpt}
     save_atomic(make_checkpoint(model, epoch=ckpt.get("epoch", 0), val_accuracy=ckpt.get("val_accuracy", 0.0),
-                                config=ckpt.get("config", {}), half=True,
-                                extra={"temperature": ckpt["temperature"]}), out)
+                                config=ckpt.get("config", {}), half=True, extra=kept), out)
     return Path(out)
 
 
