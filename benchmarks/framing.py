@@ -28,6 +28,7 @@ from ferkit.data import load_fer2013, split_labels
 from ferkit.defaults import TTA_MODES
 from ferkit.evaluation import classification_metrics
 from ferkit.folders import list_folder
+from ferkit.infer.detection import to_gray
 from ferkit.infer.predictor import EmotionPredictor, load_image
 
 SCALES = (0.8, 0.9, 1.0, 1.1, 1.2)
@@ -46,8 +47,8 @@ def reframe(face: np.ndarray, scale: float) -> np.ndarray:
 
 
 def square_gray(image: np.ndarray) -> np.ndarray:
-    """A crop as the predictor would see it before resizing: grayscale, its centred square."""
-    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    """A crop in grayscale (as the predictor converts it), its centred square."""
+    gray = to_gray(image)
     h, w = gray.shape
     side = min(h, w)
     return gray[(h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side]

@@ -162,7 +162,7 @@ def test_logit_adjustment_takes_the_training_prior_off_the_bias_and_ships_in_the
                if k != "fc.bias")
     shipped = load_checkpoint(export_weights(out, tmp_path / "adjusted_fp16.pt"))  # kept by the fp16 export
     assert shipped["logit_adjustment"]["tau"] == 0.5 and shipped["temperature"] == after["temperature"]
-    # twice, into the checkpoint itself, or into an ONNX export: refused before anything is written
+    # twice, into the checkpoint itself (no --out), or with a tau out of range: refused, nothing written
     assert main(["calibrate", str(out), "--data", str(fer_csv), "--out", str(tmp_path / "twice.pth"),
                  "--logit-adjustment", "0.5"]) == 2
     assert main(["calibrate", str(random_checkpoint), "--data", str(fer_csv), "--logit-adjustment", "0.5"]) == 2
