@@ -9,6 +9,12 @@ and with every view the files hold: PublicTest accuracy on FER2013's and FER+'s 
 accuracy of each face folder the teachers were scored on, and reports/teachers/PLAN.md's rule mean
 (the folders' balanced accuracies and FER+'s accuracy, averaged).
 
+With ``--select N`` it picks a bank instead of scoring the one given: greedy ensemble selection with
+replacement (Caruana et al. 2004) among the teachers given, starting from ``--start``: each of at most
+N steps adds the teacher (a repeat weighs it more) that most raises the rule mean while the mean's
+FER2013 PublicTest accuracy stays at or above ``--min-fer2013``; it stops when no pick raises it.
+The chosen list (repeats included) is what ``ferkit train --teacher`` takes.
+
 With ``--student`` (a student of these teachers, itself in the bank) it also says how closely the
 student follows their mean, on Training (what it was taught) and PublicTest: the top-1 agreement
 and KL(mean || student), beside each teacher's own (one network of the bank: a member, itself a
@@ -53,6 +59,31 @@ def follows(teachers: list[Teacher], others: dict[str, Teacher], arrays) -> dict
     return out
 
 
+def rule_mean(teachers: list[Teacher], arrays, temperature: float) -> tuple[float, float]:
+    """The rule mean and FER2013 PublicTest accuracy of ``teachers``' mean (flip views)."""
+    s = with_rule_mean(teacher_scores(teachers, arrays, temperature=temperature))["flip"]
+    return s["rule mean"], s["PublicTest fer2013"]
+
+
+def select(candidates: list[Teacher], start: Teacher, steps: int, min_fer2013: float, arrays,
+           temperature: float) -> list[dict]:
+    """Greedy ensemble selection with replacement (see the module's docstring): each step's bank and
+    its scores, the first being ``start`` alone."""
+    bank = [start]
+    best, fer = rule_mean(bank, arrays, temperature)
+    trail = [{"bank": [start.path.name], "rule mean": best, "PublicTest fer2013": fer}]
+    for _ in range(steps):
+        tried = [(*rule_mean(bank + [t], arrays, temperature), i) for i, t in enumerate(candidates)]
+        kept = [(mean, fer, i) for mean, fer, i in tried if fer >= min_fer2013 and mean > best]
+        if not kept:
+            break
+        best, fer, i = max(kept)
+        bank.append(candidates[i])
+        trail.append({"bank": [t.path.name for t in bank], "rule mean": best, "PublicTest fer2013": fer})
+        print(f"+ {candidates[i].path.name}: rule mean {best:.2%}, FER2013 {fer:.2%}", flush=True)
+    return trail
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("teachers", nargs="+", help="teacher folders of the bank (reports/teachers/NAME)")
@@ -61,17 +92,32 @@ def main() -> None:
     parser.add_argument("--student", help="a student of these teachers (its folder in the bank): how closely it "
                         "follows their mean")
     parser.add_argument("--init", help="with --student: the teacher folder of the model it started from (--init)")
+    parser.add_argument("--select", type=int, metavar="N", help="pick a bank of at most N more teachers from "
+                        "those given (greedy, with replacement) instead of scoring their mean")
+    parser.add_argument("--start", help="with --select: the teacher folder the bank starts from")
+    parser.add_argument("--min-fer2013", type=float, default=0.0, help="with --select: the lowest FER2013 "
+                        "PublicTest accuracy (0-1) the bank may have")
     parser.add_argument("--json")
     args = parser.parse_args()
     if args.init and not args.student:
         parser.error("--init needs --student")
+    if (args.start is None) != (args.select is None) or (args.select is not None and args.student):
+        parser.error("--select needs --start (and no --student)")
     arrays = load_fer2013(args.data)
     try:
         teachers = [read_teacher(p, arrays) for p in args.teachers]
         student = read_teacher(args.student, arrays) if args.student else None
         init = read_teacher(args.init, arrays) if args.init else None
+        start = read_teacher(args.start, arrays) if args.start else None
     except ValueError as e:
         sys.exit(f"error: {e}")
+    record = {"command": "python benchmarks/bank.py " + " ".join(sys.argv[1:]),
+              "date": datetime.date.today().isoformat(), "machine": machine()}
+    if start is not None:
+        record["selection"] = select(teachers, start, args.select, args.min_fer2013, arrays, args.temperature)
+        teachers = [next(t for t in [start, *teachers] if t.path.name == name)
+                    for name in record["selection"][-1]["bank"]]
+        print("chosen: --teacher " + " ".join(str(t.path) for t in teachers))
     results = {str(t.path): with_rule_mean(teacher_scores([t], arrays, temperature=args.temperature))
                for t in teachers}
     if len(teachers) > 1:
@@ -80,8 +126,7 @@ def main() -> None:
     for name, scores in results.items():
         for views, s in scores.items():
             print(f"{name} ({views} views): " + " | ".join(f"{k} {v:.2%}" for k, v in s.items()), flush=True)
-    record = {"command": "python benchmarks/bank.py " + " ".join(sys.argv[1:]),
-              "date": datetime.date.today().isoformat(), "machine": machine(), "results": results}
+    record["results"] = results
     if student is not None:
         others = {"student " + args.student: student}
         if init is not None:
