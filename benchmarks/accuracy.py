@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from common import machine
 
-from ferkit.cli import add_train_arguments, config_from_args
+from ferkit.cli.models import add_train_arguments, config_from_args
 from ferkit.train import train
 
 

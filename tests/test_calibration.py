@@ -170,6 +170,11 @@ def test_logit_adjustment_takes_the_training_prior_off_the_bias_and_ships_in_the
                  "--logit-adjustment", "-1"]) == 2
     err = capsys.readouterr().err
     assert "already adjusted (tau 0.5)" in err and "say where the adjusted copy goes" in err and "(0, 2]" in err
+    # a tau out of range is refused before the data is read: the error names tau, not the missing file
+    assert main(["calibrate", str(random_checkpoint), "--data", str(tmp_path / "missing.csv"), "--out",
+                 str(tmp_path / "x.pth"), "--logit-adjustment", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "(0, 2], got 3" in err and "missing.csv" not in err
     assert not (tmp_path / "twice.pth").exists() and not (tmp_path / "x.pth").exists()
     assert load_checkpoint(random_checkpoint)["temperature"] == 1.0
 

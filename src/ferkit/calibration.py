@@ -215,17 +215,22 @@ def training_log_prior(arrays, model, per: str = "labels") -> torch.Tensor:
     return torch.from_numpy(np.log(counts / counts.sum())).float()
 
 
+def check_adjustment(model: str | os.PathLike, tau: float) -> None:
+    """Refuse a logit adjustment that cannot be made, before any data is read."""
+    if Path(model).suffix == ".onnx":
+        raise ValueError(f"{model}: logit adjustment changes the weights: give the PyTorch checkpoint or weights "
+                         "file, then export it")
+    if not 0 < tau <= 2:
+        raise ValueError(f"--logit-adjustment must be in (0, 2], got {tau:g}")
+
+
 def adjust_checkpoint(model: str | os.PathLike, arrays, tau: float, out: str | os.PathLike) -> Path:
     """A copy at ``out`` of the PyTorch checkpoint or weights file ``model`` with ``tau`` times the
     log Training prior of its labels taken off its last layer's bias (``arrays``: FER2013), the
     adjustment recorded in the file (``logit_adjustment``); its temperature is kept, to be refitted."""
     from ferkit.checkpoint import load_checkpoint, model_from_checkpoint, save_atomic
 
-    if Path(model).suffix == ".onnx":
-        raise ValueError(f"{model}: logit adjustment changes the weights: give the PyTorch checkpoint or weights "
-                         "file, then export it")
-    if not 0 < tau <= 2:
-        raise ValueError(f"--logit-adjustment must be in (0, 2], got {tau:g}")
+    check_adjustment(model, tau)
     ckpt = load_checkpoint(model)
     if "logit_adjustment" in ckpt:
         raise ValueError(f"{model}: already adjusted (tau {ckpt['logit_adjustment']['tau']:g}); start from the "
@@ -256,6 +261,8 @@ def calibrate_model(model: str | os.PathLike, data: str | os.PathLike, out: str 
     model, out = Path(model), Path(out or model)
     if model.suffix == ".onnx" and out.suffix != ".onnx":
         raise ValueError(f"an ONNX model's temperature goes into an ONNX file, not {out}")
+    if tau:
+        check_adjustment(model, tau)
     arrays = load_fer2013(data)
     if tau:
         model = adjust_checkpoint(model, arrays, tau, out)
