@@ -15,6 +15,11 @@ N steps adds the teacher (a repeat weighs it more) that most raises the rule mea
 FER2013 PublicTest accuracy stays at or above ``--min-fer2013``; it stops when no pick raises it.
 The chosen list (repeats included) is what ``ferkit train --teacher`` takes.
 
+With ``--match-prior REF`` every teacher's 4-class probabilities are first reweighted by the one
+factor per class (renormalized) that makes its mean Training probabilities (flip views) those of the
+teacher REF: the teachers then differ in what they rank above what, not in how often they call each
+class.
+
 With ``--student`` (a student of these teachers, itself in the bank) it also says how closely the
 student follows their mean, on Training (what it was taught) and PublicTest: the top-1 agreement
 and KL(mean || student), beside each teacher's own (one network of the bank: a member, itself a
@@ -24,6 +29,7 @@ share of the mean) and, with ``--init``, the model the student started from.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import sys
@@ -57,6 +63,29 @@ def follows(teachers: list[Teacher], others: dict[str, Teacher], arrays) -> dict
                              "kl": round(float((mean * (log_mean - np.log(np.clip(p, 1e-8, None)))).sum(1).mean()), 4)}
                       for name, p in probs.items()}
     return out
+
+
+@dataclasses.dataclass
+class Matched(Teacher):
+    """A teacher whose 4-class probabilities are reweighted by ``exp(bias)`` (and renormalized)."""
+
+    bias: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(4, np.float32))
+
+    def probabilities(self, logits, num_labels, temperature=1.0, views="all"):
+        p = super().probabilities(logits, num_labels, temperature, views) * np.exp(self.bias)
+        return p / p.sum(1, keepdims=True)
+
+
+def match_prior(teacher: Teacher, reference: Teacher, arrays, steps: int = 100) -> Matched:
+    """``teacher`` with the 4-class log-prior shift that makes its mean Training probabilities (flip
+    views) equal ``reference``'s (see the module's docstring)."""
+    rows = arrays.rows("Training")
+    target = reference.probabilities(reference.logits[rows], 4, views="flip").mean(0)
+    matched = Matched(**vars(teacher))
+    for _ in range(steps):
+        matched.bias = matched.bias + np.log(target / matched.probabilities(teacher.logits[rows], 4, views="flip")
+                                             .mean(0))
+    return matched
 
 
 def rule_mean(teachers: list[Teacher], arrays, temperature: float) -> tuple[float, float]:
@@ -97,6 +126,8 @@ def main() -> None:
     parser.add_argument("--start", help="with --select: the teacher folder the bank starts from")
     parser.add_argument("--min-fer2013", type=float, default=0.0, help="with --select: the lowest FER2013 "
                         "PublicTest accuracy (0-1) the bank may have")
+    parser.add_argument("--match-prior", metavar="REF", help="first give every teacher the label bias that makes "
+                        "its mean Training probabilities those of the teacher folder REF")
     parser.add_argument("--json")
     args = parser.parse_args()
     if args.init and not args.student:
@@ -109,10 +140,16 @@ def main() -> None:
         student = read_teacher(args.student, arrays) if args.student else None
         init = read_teacher(args.init, arrays) if args.init else None
         start = read_teacher(args.start, arrays) if args.start else None
+        if args.match_prior:
+            reference = read_teacher(args.match_prior, arrays)
+            teachers = [match_prior(t, reference, arrays) for t in teachers]
+            start = match_prior(start, reference, arrays) if start else None
     except ValueError as e:
         sys.exit(f"error: {e}")
     record = {"command": "python benchmarks/bank.py " + " ".join(sys.argv[1:]),
               "date": datetime.date.today().isoformat(), "machine": machine()}
+    if args.match_prior:
+        record["bias"] = {str(t.path): [round(float(b), 4) for b in t.bias] for t in teachers}
     if start is not None:
         record["selection"] = select(teachers, start, args.select, args.min_fer2013, arrays, args.temperature)
         teachers = [next(t for t in [start, *teachers] if t.path.name == name)
