@@ -38,6 +38,7 @@ import numpy as np
 from common import machine
 
 from ferkit.data import load_fer2013
+from ferkit.train import distill
 from ferkit.train.distill import Teacher, mean_probabilities, read_teacher, teacher_scores
 
 
@@ -76,16 +77,13 @@ class Matched(Teacher):
         return p / p.sum(1, keepdims=True)
 
 
-def match_prior(teacher: Teacher, reference: Teacher, arrays, steps: int = 100) -> Matched:
-    """``teacher`` with the 4-class log-prior shift that makes its mean Training probabilities (flip
-    views) equal ``reference``'s (see the module's docstring)."""
+def match_prior(teacher: Teacher, reference: Teacher, arrays) -> Matched:
+    """``teacher`` reweighted so that its mean Training probabilities (4 classes, flip views) are
+    ``reference``'s: ``ferkit train --teacher-prior``'s reweighting (:func:`distill.match_prior`)."""
     rows = arrays.rows("Training")
     target = reference.probabilities(reference.logits[rows], 4, views="flip").mean(0)
-    matched = Matched(**vars(teacher))
-    for _ in range(steps):
-        matched.bias = matched.bias + np.log(target / matched.probabilities(teacher.logits[rows], 4, views="flip")
-                                             .mean(0))
-    return matched
+    _, weights = distill.match_prior(teacher.probabilities(teacher.logits[rows], 4, views="flip"), target)
+    return Matched(**vars(teacher), bias=np.log(weights))
 
 
 def rule_mean(teachers: list[Teacher], arrays, temperature: float) -> tuple[float, float]:

@@ -99,6 +99,25 @@ def test_teach_writes_the_fine_logits_of_every_image_and_its_record(fer_csv, fin
     assert set(record["scores"]["flip"]) == {"PublicTest fer2013", "PublicTest ferplus", "faces balanced"}
 
 
+def test_teacher_prior_reweights_each_teacher_to_the_reference_mean(fer_csv, tmp_path):
+    arrays = load_fer2013(fer_csv)
+    rng = np.random.default_rng(0)
+    soft = _teacher(tmp_path / "soft", arrays, np.repeat(rng.normal(size=(len(arrays.pixels), 1, 7)), 2, 1))
+    skewed = rng.normal(size=(len(arrays.pixels), 1, 7)) + np.array([3.0, 0, 0, 0, 0, 0, -2.0])  # calls angry often
+    skewed = _teacher(tmp_path / "skewed", arrays, np.repeat(skewed, 2, 1))
+    as_is = teacher_probabilities([soft], arrays, 4)
+    # a teacher matched to itself is unchanged (to fp16 logits' precision)
+    np.testing.assert_allclose(teacher_probabilities([soft], arrays, 4, prior=soft), as_is, atol=1e-6)
+    # a skewed one's mean over Training becomes the reference's; what it ranks first within an image is kept
+    matched = teacher_probabilities([skewed], arrays, 4, prior=soft)
+    np.testing.assert_allclose(matched.mean(0), as_is.mean(0), atol=1e-4)
+    assert not np.allclose(teacher_probabilities([skewed], arrays, 4).mean(0), as_is.mean(0), atol=1e-2)
+    plain = teacher_probabilities([skewed], arrays, 4)
+    ratio = matched / plain  # one factor per class, the same for every image, up to each row's renormalization
+    np.testing.assert_allclose(ratio / ratio[:, :1], np.broadcast_to(ratio[:1] / ratio[:1, :1], ratio.shape),
+                               rtol=1e-5)
+
+
 def test_the_bank_mean_and_its_scores(fer_csv, tmp_path):
     arrays = load_fer2013(fer_csv)
     right = _label_teacher(tmp_path / "right", arrays, arrays.emotion)

@@ -69,7 +69,8 @@ def training_targets(arrays: Fer2013Arrays, labels: torch.Tensor, cfg: TrainConf
             prior = torch.from_numpy(np.where(voted[:, None], shares, 1 / k).astype(np.float32)).to(labels.device)
             targets = (1 - cfg.label_smoothing) * targets + cfg.label_smoothing * prior
     if cfg.teacher:
-        teacher = torch.from_numpy(teacher_probabilities(cfg.teacher, arrays, k, cfg.teacher_temperature))
+        teacher = torch.from_numpy(teacher_probabilities(cfg.teacher, arrays, k, cfg.teacher_temperature,
+                                                              cfg.teacher_prior or None))
         teacher = teacher.float().to(labels.device)
         targets = (1 - cfg.teacher_weight) * targets + cfg.teacher_weight * teacher
     return targets

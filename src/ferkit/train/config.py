@@ -82,6 +82,9 @@ class TrainConfig:
                                  "the teachers' probabilities", bounds=(0, 1))
     teacher_temperature: float = knob(1.0, "the temperature of the teachers' probabilities (each view's "
                                       "softmax(logits / T), averaged over views and teachers)", bounds=(0.05, 20))
+    teacher_prior: str = knob("", "a teacher folder of the bank: each --teacher's probabilities are first reweighted, "
+                              "one factor per class, so that their mean over Training is this one's ('': as they "
+                              "are)")
     class_weights: bool = knob(False, "weight the loss by inverse class frequency")
     sampler: str = knob("shuffle", "shuffle, or balanced (classes drawn equally often)", ("shuffle", "balanced"))
     flip: float = knob(0.5, "probability of a horizontal flip", bounds=(0, 1))
@@ -184,6 +187,8 @@ def check_config(cfg: TrainConfig) -> None:
                                          or cfg.photometric or cfg.soft_targets):
         raise ValueError("--pipeline dataloader runs the geometric augmentation and hard labels only; "
                          "use --pipeline tensor")
+    if cfg.teacher_prior and not cfg.teacher:
+        raise ValueError("--teacher-prior reweights the teachers of --teacher: give them")
     if cfg.soft_targets and cfg.loss == "focal":
         raise ValueError("FER+'s votes and --teacher make soft targets, which --loss focal does not take")
     if cfg.pipeline == "dataloader" and cfg.labels != "fer2013":

@@ -211,13 +211,31 @@ def read_teacher(path: str | os.PathLike, arrays: Fer2013Arrays) -> Teacher:
 
 
 def teacher_probabilities(paths: Sequence[str | os.PathLike] | str, arrays: Fer2013Arrays, num_labels: int,
-                          temperature: float = 1.0) -> np.ndarray:
+                          temperature: float = 1.0, prior: str | os.PathLike | None = None) -> np.ndarray:
     """The bank's probabilities (N, ``num_labels``) for the Training images of ``arrays``: the mean
-    over the teachers at ``paths`` of each one's views averaged at ``temperature``."""
+    over the teachers at ``paths`` of each one's views averaged at ``temperature``; with ``prior`` (a
+    teacher folder), each teacher's reweighted first so that its mean is ``prior``'s (:func:`match_prior`)."""
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     training = arrays.rows("Training")
-    return mean_probabilities([read_teacher(p, arrays) for p in paths], lambda t: t.logits[training], num_labels,
-                              temperature)
+    teachers = [read_teacher(p, arrays) for p in paths]
+    if prior is None:
+        return mean_probabilities(teachers, lambda t: t.logits[training], num_labels, temperature)
+    reference = read_teacher(prior, arrays)
+    target = reference.probabilities(reference.logits[training], num_labels, temperature).mean(0)
+    return np.mean([match_prior(t.probabilities(t.logits[training], num_labels, temperature), target)[0]
+                    for t in teachers], axis=0)
+
+
+def match_prior(p: np.ndarray, target: np.ndarray, steps: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """``p`` (n, k) reweighted by one factor per class and renormalized, the factors (k,) chosen so
+    that its mean over the rows is ``target`` (k,): what a teacher knows, without how often its
+    labels made it call each class. Returns the reweighted probabilities and the factors."""
+    weights = np.ones(p.shape[1])
+    for _ in range(steps):  # iterative proportional fitting: converges in a few dozen steps
+        q = p * weights
+        weights = weights * target / (q / q.sum(1, keepdims=True)).mean(0)
+    q = p * weights
+    return q / q.sum(1, keepdims=True), weights
 
 
 def mean_probabilities(teachers: Sequence[Teacher], pick, num_labels: int, temperature: float = 1.0,
