@@ -13,7 +13,7 @@ from conftest import synthetic_rows, write_csv
 
 from ferkit.checkpoint import load_checkpoint, make_checkpoint, save_atomic
 from ferkit.cli import main
-from ferkit.data import EMOTIONS_7, class_mapping, load_fer2013, split_labels
+from ferkit.data import EMOTIONS_7, class_mapping, load_fer2013, merge_columns, split_labels
 from ferkit.model import create_model
 from ferkit.train import BEST_CHECKPOINT, resolve_config, train
 from ferkit.train.batches import split_tensors, training_targets
@@ -116,6 +116,9 @@ def test_teacher_prior_reweights_each_teacher_to_the_reference_mean(fer_csv, tmp
     ratio = matched / plain  # one factor per class, the same for every image, up to each row's renormalization
     np.testing.assert_allclose(ratio / ratio[:, :1], np.broadcast_to(ratio[:1] / ratio[:1, :1], ratio.shape),
                                rtol=1e-5)
+    # a student fitting the seven labels of four classes (fine labels): matched in the four, its seven summed agree
+    fine = teacher_probabilities([skewed], arrays, 7, prior=soft, classes=4)
+    np.testing.assert_allclose(merge_columns(fine, 4), matched, atol=1e-6)
 
 
 def test_the_bank_mean_and_its_scores(fer_csv, tmp_path):

@@ -70,7 +70,7 @@ def training_targets(arrays: Fer2013Arrays, labels: torch.Tensor, cfg: TrainConf
             targets = (1 - cfg.label_smoothing) * targets + cfg.label_smoothing * prior
     if cfg.teacher:
         teacher = torch.from_numpy(teacher_probabilities(cfg.teacher, arrays, k, cfg.teacher_temperature,
-                                                              cfg.teacher_prior or None))
+                                                         cfg.teacher_prior or None, cfg.classes))
         teacher = teacher.float().to(labels.device)
         targets = (1 - cfg.teacher_weight) * targets + cfg.teacher_weight * teacher
     return targets

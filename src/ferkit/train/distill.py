@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from ferkit.checkpoint import load_checkpoint, model_from_checkpoint, write_atomic
-from ferkit.data import EMOTIONS_7, Fer2013Arrays, class_names, merge_columns, split_labels
+from ferkit.data import EMOTIONS_7, Fer2013Arrays, class_mapping, class_names, merge_columns, split_labels
 from ferkit.device import describe_machine
 from ferkit.evaluation import classification_metrics
 from ferkit.folders import folder_class, list_folder
@@ -211,19 +211,29 @@ def read_teacher(path: str | os.PathLike, arrays: Fer2013Arrays) -> Teacher:
 
 
 def teacher_probabilities(paths: Sequence[str | os.PathLike] | str, arrays: Fer2013Arrays, num_labels: int,
-                          temperature: float = 1.0, prior: str | os.PathLike | None = None) -> np.ndarray:
+                          temperature: float = 1.0, prior: str | os.PathLike | None = None,
+                          classes: int | None = None) -> np.ndarray:
     """The bank's probabilities (N, ``num_labels``) for the Training images of ``arrays``: the mean
-    over the teachers at ``paths`` of each one's views averaged at ``temperature``; with ``prior`` (a
-    teacher folder), each teacher's reweighted first so that its mean is ``prior``'s (:func:`match_prior`)."""
+    over the teachers at ``paths`` of each one's views averaged at ``temperature``. With ``prior`` (a
+    teacher folder), each teacher's are reweighted first so that their mean, summed into ``classes``
+    (default: the labels themselves), is ``prior``'s (:func:`match_prior`; one factor per class, shared
+    by the labels merged into it)."""
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     training = arrays.rows("Training")
     teachers = [read_teacher(p, arrays) for p in paths]
     if prior is None:
         return mean_probabilities(teachers, lambda t: t.logits[training], num_labels, temperature)
+    classes = classes or num_labels
+    merged = (lambda p: p) if classes == num_labels else (lambda p: merge_columns(p, classes))  # noqa: E731
     reference = read_teacher(prior, arrays)
-    target = reference.probabilities(reference.logits[training], num_labels, temperature).mean(0)
-    return np.mean([match_prior(t.probabilities(t.logits[training], num_labels, temperature), target)[0]
-                    for t in teachers], axis=0)
+    target = merged(reference.probabilities(reference.logits[training], num_labels, temperature)).mean(0)
+    bank = []
+    for t in teachers:
+        p = t.probabilities(t.logits[training], num_labels, temperature)
+        _, weights = match_prior(merged(p), target)
+        p = p * (weights if classes == num_labels else weights[class_mapping(classes)])
+        bank.append(p / p.sum(1, keepdims=True))
+    return np.mean(bank, axis=0)
 
 
 def match_prior(p: np.ndarray, target: np.ndarray, steps: int = 100) -> tuple[np.ndarray, np.ndarray]:
