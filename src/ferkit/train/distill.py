@@ -17,7 +17,9 @@ A teacher is a folder (``reports/teachers/<name>/``) holding
 
 A student fits, for each Training image, ``(1 - w) * its own target + w * teacher`` where
 ``teacher`` is the mean over the teachers of ``average_views(logits / T)``, merged into the
-student's labels where a teacher fitted FER2013's seven and the student fewer.
+student's labels where a teacher fitted FER2013's seven and the student fewer; with
+``--teacher-prior``, each teacher's probabilities are first reweighted to another's class prior
+(:func:`match_prior`).
 """
 
 from __future__ import annotations
