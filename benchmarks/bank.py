@@ -124,8 +124,9 @@ def main() -> None:
     parser.add_argument("--start", help="with --select: the teacher folder the bank starts from")
     parser.add_argument("--min-fer2013", type=float, default=0.0, help="with --select: the lowest FER2013 "
                         "PublicTest accuracy (0-1) the bank may have")
-    parser.add_argument("--match-prior", metavar="REF", help="first give every teacher the label bias that makes "
-                        "its mean Training probabilities those of the teacher folder REF")
+    parser.add_argument("--match-prior", metavar="REF", help="first reweight every teacher's 4-class probabilities, "
+                        "one factor per class (recorded as their logs, 'bias'), so that their mean over Training is "
+                        "the teacher folder REF's")
     parser.add_argument("--json")
     args = parser.parse_args()
     if args.init and not args.student:
