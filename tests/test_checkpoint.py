@@ -4,7 +4,14 @@ import pytest
 import torch
 from torch import nn
 
-from ferkit.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, model_from_checkpoint, save_atomic
+from ferkit.checkpoint import (
+    CheckpointError,
+    average_checkpoints,
+    load_checkpoint,
+    make_checkpoint,
+    model_from_checkpoint,
+    save_atomic,
+)
 from ferkit.model import create_model
 
 
@@ -130,3 +137,30 @@ def test_weights_with_nan_or_inf_are_refused(tmp_path, bad):
     save_atomic(make_checkpoint(model, epoch=0, val_accuracy=0.0, config={}), path)
     with pytest.raises(CheckpointError, match=r"NaN or infinite values \(fc.bias\)"):
         load_checkpoint(path)
+
+
+def test_average_checkpoints_is_the_mean_of_every_float_tensor(tmp_path):
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = create_model(num_classes=4)
+        model.bn1.running_mean.uniform_()
+        paths.append(tmp_path / f"m{seed}.pth")
+        save_atomic(make_checkpoint(model, epoch=1, val_accuracy=0.5, config={"seed": seed}), paths[-1])
+    soup = average_checkpoints(paths)
+    a, b = (load_checkpoint(p)["model_state_dict"] for p in paths)
+    for name in ("conv1.weight", "fc.bias", "bn1.running_mean"):
+        assert torch.allclose(soup["model_state_dict"][name], (a[name] + b[name]) / 2)
+    assert soup["config"] == {"seed": 0} and soup["soup"] == [str(p) for p in paths]
+    save_atomic(soup, tmp_path / "soup.pth")
+    model_from_checkpoint(load_checkpoint(tmp_path / "soup.pth"))  # loads as any checkpoint
+
+
+def test_average_checkpoints_refuses_different_models(tmp_path):
+    for name, classes in (("four.pth", 4), ("seven.pth", 7)):
+        save_atomic(make_checkpoint(create_model(num_classes=classes), epoch=1, val_accuracy=0.5, config={}),
+                    tmp_path / name)
+    with pytest.raises(CheckpointError, match="seven.pth: not the same model"):
+        average_checkpoints([tmp_path / "four.pth", tmp_path / "seven.pth"])
+    with pytest.raises(CheckpointError, match="at least two"):
+        average_checkpoints([tmp_path / "four.pth"])

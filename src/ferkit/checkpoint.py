@@ -154,6 +154,31 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return obj
 
 
+def average_checkpoints(paths: list[str | os.PathLike]) -> dict[str, Any]:
+    """The uniform average of several checkpoints of one architecture (a "model soup", Wortsman et al.
+    2022): every floating-point tensor averaged, batch-norm statistics included; integer buffers and
+    everything else (config, class names) taken from the first. Its temperature is the first's and
+    should be refitted (``ferkit calibrate``); ``soup`` lists the files averaged.
+
+    Raises :class:`CheckpointError` naming the file whose model or tensors differ from the first's.
+    """
+    if len(paths) < 2:
+        raise CheckpointError(f"a soup needs at least two checkpoints, got {len(paths)}")
+    ckpts = [load_checkpoint(p) for p in paths]
+    first, state = ckpts[0], ckpts[0]["model_state_dict"]
+    for path, ckpt in zip(paths[1:], ckpts[1:], strict=True):
+        other = ckpt["model_state_dict"]
+        if ckpt["model_config"] != first["model_config"] or other.keys() != state.keys() \
+                or any(other[k].shape != v.shape for k, v in state.items()):
+            raise CheckpointError(f"{path}: not the same model as {paths[0]} ({ckpt['model_config']} against "
+                                  f"{first['model_config']}), so the two cannot be averaged")
+    averaged = {k: (torch.stack([c["model_state_dict"][k].float() for c in ckpts]).mean(0) if v.is_floating_point()
+                    else v.clone())
+                for k, v in state.items()}
+    keep = {k: v for k, v in first.items() if k not in ("optimizer_state_dict", "scheduler_state_dict")}
+    return {**keep, "model_state_dict": averaged, "soup": [str(p) for p in paths]}
+
+
 def _infer_model_config(path: Path, state: dict[str, torch.Tensor]) -> dict[str, Any]:
     if "fc.weight" not in state or "conv1.weight" not in state:
         raise CheckpointError(f"{path}: not a ResNet-18 state dict (no conv1.weight / fc.weight)")
