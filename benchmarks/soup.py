@@ -27,6 +27,8 @@ def main() -> None:
     out = Path(args.out)
     if out.exists():
         sys.exit(f"error: {out} exists; choose a new file")
+    if not Path(args.data).is_file():
+        sys.exit(f"error: --data {args.data}: no such file (FER2013's CSV, for the temperature)")
     try:
         soup = average_checkpoints(args.checkpoints)
     except CheckpointError as e:
